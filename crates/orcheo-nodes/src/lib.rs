@@ -1,1 +1,35 @@
+//! The built-in node catalog. Each node declares a typed config (serde + JSON Schema), its
+//! output, a category, a description and examples; [`catalog`] registers them all.
 
+mod core_nodes;
+mod flow;
+
+use orcheo_core::node::Catalog;
+use std::sync::Arc;
+
+pub use core_nodes::*;
+pub use flow::*;
+
+/// Every built-in node type.
+pub fn catalog() -> Catalog {
+    let mut c = Catalog::new();
+    c.register(SetVariables)
+        .register(IfElse)
+        .register(Switch)
+        .register(Merge)
+        .register(Transform)
+        .register(TemplateText)
+        .register(Debug)
+        .register(Delay)
+        .register(Fail)
+        .register(Stop)
+        .register(NoOp)
+        .register(HumanApproval)
+        .register(SubWorkflow);
+    c
+}
+
+/// The built-in catalog, shared.
+pub fn shared_catalog() -> Arc<Catalog> {
+    Arc::new(catalog())
+}

@@ -1,1 +1,116 @@
-fn main() {}
+//! `orcheo`: one binary that is the CLI (and, in later releases, the server and the worker).
+
+mod local;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit codes of `orcheo run` and `orcheo validate`.
+pub mod exit {
+    /// The run completed, or the document is valid.
+    pub const OK: u8 = 0;
+    /// The run failed.
+    pub const FAILED: u8 = 1;
+    /// The document or the input is invalid, or the command line is wrong.
+    pub const INVALID: u8 = 2;
+    /// The run is waiting for input (resume it with `--resume`).
+    pub const WAITING: u8 = 3;
+    /// The run was cancelled (Ctrl-C).
+    pub const CANCELLED: u8 = 4;
+    /// Something outside the workflow went wrong (I/O, storage).
+    pub const ERROR: u8 = 5;
+}
+
+#[derive(Parser)]
+#[command(name = "orcheo", version, about = "Orcheo: workflow automation with one durable engine", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workflow file locally, streaming its events.
+    Run(local::RunArgs),
+    /// Check workflow files and print every problem found.
+    Validate(local::ValidateArgs),
+    /// Print the JSON Schema of the workflow document.
+    Schema,
+    /// List the node catalog as JSON.
+    Nodes {
+        /// Show only this node type.
+        #[arg(long = "type")]
+        type_id: Option<String>,
+    },
+    /// List the checkpoints of a local run.
+    Checkpoints {
+        /// The run id.
+        run_id: String,
+        /// Where local runs keep their checkpoints.
+        #[arg(long, default_value = local::DEFAULT_CHECKPOINT_DIR, env = "ORCHEO_CHECKPOINT_DIR")]
+        checkpoint_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ORCHEO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Run(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(local::run(args))
+        }
+        Command::Validate(args) => local::validate(args),
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&orcheo_core::document::workflow_schema())?
+            );
+            Ok(exit::OK)
+        }
+        Command::Nodes { type_id } => {
+            let specs = orcheo_nodes::catalog().specs();
+            match type_id {
+                Some(t) => match specs.into_iter().find(|s| s.type_id == t) {
+                    Some(s) => println!("{}", serde_json::to_string_pretty(&s)?),
+                    None => {
+                        eprintln!("error: no node type `{t}`; run `orcheo nodes` to list them");
+                        return Ok(exit::INVALID);
+                    }
+                },
+                None => println!("{}", serde_json::to_string_pretty(&specs)?),
+            }
+            Ok(exit::OK)
+        }
+        Command::Checkpoints {
+            run_id,
+            checkpoint_dir,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(local::list_checkpoints(&run_id, &checkpoint_dir))
+        }
+    }
+}
