@@ -213,6 +213,9 @@ struct Emitter {
 impl Emitter {
     fn emit(&self, kind: EventKind) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.emit_at(seq, kind);
+    }
+    fn emit_at(&self, seq: u64, kind: EventKind) {
         self.sink.emit(Event {
             run_id: self.run_id.to_string(),
             seq,
@@ -289,6 +292,19 @@ struct Run {
     step_writes: Mutex<Vec<TaskWrite>>,
     forked_from: Option<(String, u64)>,
     wrote_checkpoint: bool,
+    /// Sequence number reserved in the last checkpoint for the run's closing event, so a
+    /// resumed run continues the stream without gaps or duplicates.
+    closing_seq: Option<u64>,
+}
+
+impl Run {
+    /// Emits the closing event (completed/failed/waiting/cancelled) at its reserved number.
+    fn emit_closing(&mut self, kind: EventKind) {
+        match self.closing_seq.take() {
+            Some(seq) => self.emitter.emit_at(seq, kind),
+            None => self.emitter.emit(kind),
+        }
+    }
 }
 
 /// The outcome of one node execution (or map item).
@@ -534,7 +550,7 @@ impl Engine {
                 }
             }
         }
-        if matches!(cp.status, RunStatus::Failed | RunStatus::Cancelled) {
+        if cp.status != RunStatus::Waiting {
             cp.status = RunStatus::Running;
             cp.error = None;
         }
@@ -591,6 +607,7 @@ impl Engine {
             step_writes: Mutex::new(Vec::new()),
             forked_from,
             wrote_checkpoint: false,
+            closing_seq: None,
         }
     }
 
@@ -691,6 +708,9 @@ impl Engine {
         let Some(store) = &self.inner.checkpointer else {
             return Ok(());
         };
+        // One number for checkpoint_saved, one more for the closing event of a pause or an end.
+        let reserve = if status == RunStatus::Running { 1 } else { 2 };
+        let saved_seq = run.emitter.seq.fetch_add(reserve, Ordering::Relaxed);
         let parent = if run.wrote_checkpoint {
             Some(run.checkpoint_id)
         } else {
@@ -714,7 +734,7 @@ impl Engine {
             writes,
             waiting,
             error,
-            next_seq: run.emitter.seq.load(Ordering::Relaxed) + 1,
+            next_seq: saved_seq + reserve,
             active_ms: run.active_before_ms + run.started.elapsed().as_millis() as u64,
             created_at: self.inner.clock.now(),
             workflow_hash: run.wf.hash.clone(),
@@ -723,10 +743,14 @@ impl Engine {
         store.put(cp).await?;
         run.checkpoint_id = id;
         run.wrote_checkpoint = true;
-        run.emitter.emit(EventKind::CheckpointSaved {
-            checkpoint: id,
-            step: run.step,
-        });
+        run.emitter.emit_at(
+            saved_seq,
+            EventKind::CheckpointSaved {
+                checkpoint: id,
+                step: run.step,
+            },
+        );
+        run.closing_seq = (reserve == 2).then_some(saved_seq + 1);
         Ok(())
     }
 
@@ -748,8 +772,8 @@ impl Engine {
         }
     }
 
-    fn finish_completed(&self, run: Run) -> RunOutcome {
-        run.emitter.emit(EventKind::RunCompleted {
+    fn finish_completed(&self, mut run: Run) -> RunOutcome {
+        run.emit_closing(EventKind::RunCompleted {
             state: (*run.state).clone(),
             duration_ms: millis(run.started.elapsed()),
         });
@@ -774,7 +798,7 @@ impl Engine {
         )
         .await?;
         tracing::warn!(run_id = %run.run_id, node = ?node, error = %error.message, "run failed");
-        run.emitter.emit(EventKind::RunFailed {
+        run.emit_closing(EventKind::RunFailed {
             error: error.clone(),
             node: node.clone(),
         });
@@ -814,7 +838,7 @@ impl Engine {
         ));
         self.save(&mut run, RunStatus::Cancelled, writes, Vec::new(), None, 0)
             .await?;
-        run.emitter.emit(EventKind::RunCancelled {
+        run.emit_closing(EventKind::RunCancelled {
             reason: "cancelled on request".into(),
         });
         Ok(self.outcome(&run, RunStatus::Cancelled))
@@ -863,7 +887,7 @@ impl Engine {
                 )
                 .await?;
                 if let Some(w) = waiting.first() {
-                    run.emitter.emit(EventKind::RunWaiting {
+                    run.emit_closing(EventKind::RunWaiting {
                         node: w.node.clone(),
                         index: w.index,
                         interrupt: w.interrupt.clone(),

@@ -103,7 +103,23 @@ pub fn validate_text(
             "fix the JSON syntax at that line and column (a missing comma, quote or bracket is the usual cause)",
         )]
     })?;
-    validate_value(&value, catalog)
+    let structural = structural_problems(&value);
+    if !structural.is_empty() {
+        return Err(structural);
+    }
+    // Parse the text itself, not `value`: a JSON value keeps only the last of duplicate keys,
+    // while the document's ordered maps keep both so that `state` declared twice is reported.
+    let doc = Workflow::from_json(text).map_err(|e| vec![serde_problem(&e)])?;
+    finish(doc, catalog)
+}
+
+fn serde_problem(e: &serde_path_to_error::Error<serde_json::Error>) -> Problem {
+    Problem::error(
+        pointer_from_serde_path(&e.path().to_string()),
+        "document.structure",
+        e.inner().to_string(),
+        "make this part match the workflow schema (`orcheo schema` prints it)",
+    )
 }
 
 /// Validates a JSON value: the parsed document plus warnings, or every problem found.
@@ -115,14 +131,11 @@ pub fn validate_value(
     if !structural.is_empty() {
         return Err(structural);
     }
-    let doc = Workflow::from_value(value.clone()).map_err(|e| {
-        vec![Problem::error(
-            pointer_from_serde_path(&e.path().to_string()),
-            "document.structure",
-            e.inner().to_string(),
-            "make this part match the workflow schema (`orcheo schema` prints it)",
-        )]
-    })?;
+    let doc = Workflow::from_value(value.clone()).map_err(|e| vec![serde_problem(&e)])?;
+    finish(doc, catalog)
+}
+
+fn finish(doc: Workflow, catalog: &Catalog) -> Result<(Workflow, Vec<Problem>), Vec<Problem>> {
     let problems = validate(&doc, catalog);
     if has_errors(&problems) {
         Err(problems)
@@ -229,12 +242,103 @@ fn describe_schema_error(
             format!("{what} must be {expected_value}"),
             format!("set it to {expected_value}"),
         ),
+        K::OneOfNotValid { context } | K::AnyOf { context } => {
+            if let Some(d) = duration_problem(err) {
+                return ("document.duration", format!("{what}: {}", d.0), d.1);
+            }
+            match const_options(context) {
+                Some(options) if path == "/format" => (
+                    "document.format",
+                    format!(
+                        "{what} is {}, but this version of Orcheo reads only {}",
+                        instance_text(err),
+                        options.join(", ")
+                    ),
+                    format!("set it to {}", options.join(" or ")),
+                ),
+                Some(options) => {
+                    let given = err.instance().as_str().unwrap_or("");
+                    let hint = closest(given, options.iter().map(|o| o.trim_matches('"')))
+                        .map(|c| format!("did you mean \"{c}\"? "))
+                        .unwrap_or_default();
+                    (
+                        "document.enum",
+                        format!(
+                            "{what}: {} is not one of the allowed values",
+                            instance_text(err)
+                        ),
+                        format!("{hint}use one of {}", options.join(", ")),
+                    )
+                }
+                None => (
+                    "document.structure",
+                    format!("{what}: {err}"),
+                    "make this part match the workflow schema (`orcheo schema` prints it)".into(),
+                ),
+            }
+        }
         _ => (
             "document.structure",
             format!("{what}: {err}"),
             "make this part match the workflow schema (`orcheo schema` prints it)".into(),
         ),
     }
+}
+
+/// The allowed values when every alternative of a `oneOf`/`anyOf` is a constant (how the
+/// schema spells a documented enum), skipping the `null` alternative of an optional field.
+fn const_options(context: &[Vec<jsonschema::ValidationError<'static>>]) -> Option<Vec<String>> {
+    use jsonschema::error::ValidationErrorKind as K;
+    let mut out = Vec::new();
+    for alt in context {
+        if let Some(c) = alt.iter().find_map(|e| match e.kind() {
+            K::Constant { expected_value } => Some(expected_value.to_string()),
+            _ => None,
+        }) {
+            out.push(c);
+            continue;
+        }
+        match alt.as_slice() {
+            [e] => match e.kind() {
+                K::OneOfNotValid { context } | K::AnyOf { context } => {
+                    out.extend(const_options(context)?)
+                }
+                K::Type {
+                    kind: jsonschema::error::TypeKind::Single(jsonschema::JsonType::Null),
+                } => {}
+                _ => return None,
+            },
+            _ => return None,
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// When a failed `oneOf`/`anyOf` is a duration, the parser's explanation and a fix.
+fn duration_problem(err: &jsonschema::ValidationError<'_>) -> Option<(String, String)> {
+    use jsonschema::error::ValidationErrorKind as K;
+    fn mentions_duration(err: &jsonschema::ValidationError<'_>) -> bool {
+        if err.schema_path().as_str().contains("/$defs/Duration/") {
+            return true;
+        }
+        match err.kind() {
+            K::OneOfNotValid { context } | K::AnyOf { context } => {
+                context.iter().flatten().any(mentions_duration)
+            }
+            _ => false,
+        }
+    }
+    if !mentions_duration(err) {
+        return None;
+    }
+    let message = match err.instance().as_ref() {
+        Value::String(s) => crate::duration::parse_millis(s).err()?,
+        other => format!("{other} is not a duration"),
+    };
+    Some((
+        message,
+        "write a duration such as \"30s\", \"5m\", \"1h30m\", \"2d\" or \"250ms\", or a whole number of milliseconds".into(),
+    ))
 }
 
 fn instance_text(err: &jsonschema::ValidationError<'_>) -> String {
@@ -338,11 +442,25 @@ pub fn validate(doc: &Workflow, catalog: &Catalog) -> Vec<Problem> {
     check_settings(doc, &mut p);
     if let Some(schema) = &doc.input_schema {
         if let Err(e) = jsonschema::meta::validate(schema) {
+            // Point at the offending keyword inside the schema, not just at input_schema.
+            let at = e.instance_path().as_str().to_string();
+            let message = if at.ends_with("/type") {
+                format!(
+                    "input_schema: {} is not a JSON Schema type",
+                    instance_text(&e)
+                )
+            } else {
+                format!("input_schema is not a valid JSON Schema: {e}")
+            };
             p.push(Problem::error(
-                "/input_schema",
+                format!("/input_schema{at}"),
                 "input_schema.invalid",
-                format!("input_schema is not a valid JSON Schema: {e}"),
-                "fix the schema (see json-schema.org), or remove it to accept any input",
+                message,
+                if at.ends_with("/type") {
+                    "use one of \"string\", \"number\", \"integer\", \"boolean\", \"array\", \"object\", \"null\""
+                } else {
+                    "fix the schema (see json-schema.org), or remove it to accept any input"
+                },
             ));
         } else if jsonschema::validator_for(schema).is_err() {
             p.push(Problem::error(
@@ -461,7 +579,7 @@ pub fn validate(doc: &Workflow, catalog: &Catalog) -> Vec<Problem> {
                 p.push(Problem::error(
                     format!("{base}/condition"),
                     "edge.condition.kind",
-                    format!("a {:?} edge cannot have a condition", e.kind).to_lowercase(),
+                    format!("{:?} edges cannot have a condition", e.kind).to_lowercase(),
                     "remove the condition, or make it a normal edge",
                 ));
             }
@@ -934,7 +1052,8 @@ fn check_graph(doc: &Workflow, ids: &HashMap<&str, usize>, p: &mut Vec<Problem>)
         }
     }
     for (i, node) in doc.nodes.iter().enumerate() {
-        if !reached[i] {
+        // A second node with a taken id is already reported as a duplicate.
+        if !reached[i] && ids.get(node.id.as_str()) == Some(&i) {
             p.push(Problem::error(
                 format!("/nodes/{i}"),
                 "node.unreachable",
@@ -954,6 +1073,8 @@ fn check_graph(doc: &Workflow, ids: &HashMap<&str, usize>, p: &mut Vec<Problem>)
             .edges
             .iter()
             .filter(|e| e.source == node.id && matches!(e.kind, EdgeKind::Normal | EdgeKind::Else))
+            // Edges to unknown targets are reported already; they must not count as loops.
+            .filter(|e| e.target == END || ids.contains_key(e.target.as_str()))
             .collect();
         let unconditional = normal
             .iter()
