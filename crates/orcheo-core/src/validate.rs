@@ -837,6 +837,7 @@ fn check_node(
                     continue;
                 }
             }
+            let duration = duration_problem(&err);
             let (code, message, fix) = match err.kind() {
                 jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
                     let allowed: Vec<String> = spec
@@ -875,6 +876,14 @@ fn check_node(
                     ),
                     format!("add {property} to config (see `orcheo nodes` for the schema)"),
                 ),
+                _ if duration.is_some() => {
+                    let (message, fix) = duration.unwrap_or_default();
+                    (
+                        "node.config.invalid",
+                        format!("node `{}`: config at {path}: {message}", n.id),
+                        fix,
+                    )
+                }
                 _ => (
                     "node.config.invalid",
                     format!(
