@@ -342,12 +342,18 @@ impl Checkpointer for MemoryCheckpointer {
     }
 }
 
+/// A run file's contents: its checkpoints and its task writes keyed by checkpoint id.
+type RunFile = (Vec<Checkpoint>, Vec<(u64, TaskWrite)>);
+
 /// One line of a run's checkpoint file.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum FileRecord {
     Checkpoint(Box<Checkpoint>),
-    Write { checkpoint: u64, write: TaskWrite },
+    Write {
+        checkpoint: u64,
+        write: Box<TaskWrite>,
+    },
 }
 
 /// Keeps checkpoints as append-only JSON Lines files, one per run, in a directory: lets
@@ -389,10 +395,7 @@ impl FileCheckpointer {
         f.sync_data()?;
         Ok(())
     }
-    fn read(
-        &self,
-        run_id: &str,
-    ) -> Result<(Vec<Checkpoint>, Vec<(u64, TaskWrite)>), CheckpointError> {
+    fn read(&self, run_id: &str) -> Result<RunFile, CheckpointError> {
         let path = self.path(run_id)?;
         read_file(&path)
     }
@@ -402,7 +405,7 @@ impl FileCheckpointer {
     }
 }
 
-fn read_file(path: &Path) -> Result<(Vec<Checkpoint>, Vec<(u64, TaskWrite)>), CheckpointError> {
+fn read_file(path: &Path) -> Result<RunFile, CheckpointError> {
     let f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
@@ -423,7 +426,7 @@ fn read_file(path: &Path) -> Result<(Vec<Checkpoint>, Vec<(u64, TaskWrite)>), Ch
                 cps.retain(|x: &Checkpoint| x.id != c.id);
                 cps.push(*c)
             }
-            Ok(FileRecord::Write { checkpoint, write }) => writes.push((checkpoint, write)),
+            Ok(FileRecord::Write { checkpoint, write }) => writes.push((checkpoint, *write)),
             // A torn last line from a crash mid-write is ignored; anything else is corruption.
             Err(_) if i + 1 == n => {}
             Err(e) => {
@@ -450,7 +453,13 @@ impl Checkpointer for FileCheckpointer {
         checkpoint: u64,
         write: TaskWrite,
     ) -> Result<(), CheckpointError> {
-        self.append(run_id, &FileRecord::Write { checkpoint, write })
+        self.append(
+            run_id,
+            &FileRecord::Write {
+                checkpoint,
+                write: Box::new(write),
+            },
+        )
     }
     async fn get(&self, run_id: &str, id: u64) -> Result<Option<Checkpoint>, CheckpointError> {
         Ok(self.read(run_id)?.0.into_iter().find(|c| c.id == id))

@@ -243,20 +243,20 @@ pub struct NodeUi {
     pub collapsed: bool,
     /// Width on the canvas, when resized.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub width: Option<f64>,
+    pub width: Option<serde_json::Number>,
     /// Height on the canvas, when resized.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub height: Option<f64>,
+    pub height: Option<serde_json::Number>,
 }
 
 /// A point on the canvas.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Position {
-    /// Horizontal coordinate.
-    pub x: f64,
+    /// Horizontal coordinate (kept exactly as written: `100` stays `100`).
+    pub x: serde_json::Number,
     /// Vertical coordinate.
-    pub y: f64,
+    pub y: serde_json::Number,
 }
 
 /// Which situations an edge is followed in.

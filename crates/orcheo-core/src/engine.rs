@@ -1127,8 +1127,11 @@ impl Engine {
         resume: Option<&ResumeInput>,
     ) -> TaskOutcome {
         let node = &run.wf.nodes[ni];
+        // Outputs of the activating nodes, in document order (not activation order).
+        let mut sources: Vec<&String> = sources.iter().collect();
+        sources.sort_by_key(|s| run.wf.index.get(s.as_str()).copied().unwrap_or(usize::MAX));
         let inputs: Vec<(String, Value)> = sources
-            .iter()
+            .into_iter()
             .filter_map(|s| run.results.get(s.as_str()).map(|v| (s.clone(), v.clone())))
             .collect();
         let inputs = Arc::new(inputs);
@@ -1696,8 +1699,10 @@ struct EngineRuntime {
 impl EngineRuntime {
     async fn resolve(&self, wref: &WorkflowRef) -> Result<Arc<CompiledWorkflow>, NodeError> {
         let key = match wref {
-            WorkflowRef::Inline(doc) => format!("inline:{}", crate::graph::content_hash(doc)),
-            WorkflowRef::Path(p) => format!("path:{p}"),
+            WorkflowRef::Inline { inline: doc } => {
+                format!("inline:{}", crate::graph::content_hash(doc))
+            }
+            WorkflowRef::Path { path: p } => format!("path:{p}"),
             WorkflowRef::Id { id, version } => format!("id:{id}@{version:?}"),
         };
         if let Some(c) = self
@@ -1722,10 +1727,12 @@ impl EngineRuntime {
         };
         let catalog = &self.engine.inner.catalog;
         let compiled = match wref {
-            WorkflowRef::Inline(doc) => CompiledWorkflow::compile((**doc).clone(), catalog)
-                .map_err(|p| invalid("the inline sub-workflow".into(), p))?
-                .with_base_dir(self.wf.base_dir.clone().unwrap_or_default()),
-            WorkflowRef::Path(p) => {
+            WorkflowRef::Inline { inline: doc } => {
+                CompiledWorkflow::compile((**doc).clone(), catalog)
+                    .map_err(|p| invalid("the inline sub-workflow".into(), p))?
+                    .with_base_dir(self.wf.base_dir.clone().unwrap_or_default())
+            }
+            WorkflowRef::Path { path: p } => {
                 let path = match &self.wf.base_dir {
                     Some(d) => d.join(p),
                     None => std::path::PathBuf::from(p),
@@ -1861,7 +1868,9 @@ impl Runtime for EngineRuntime {
                         e.message
                     ),
                     retryable: e.retryable,
-                    details: Some(json!({ "child_run_id": child_id, "error": e.to_value() })),
+                    details: Some(Box::new(
+                        json!({ "child_run_id": child_id, "error": e.to_value() }),
+                    )),
                 })
             }
         }

@@ -25,7 +25,7 @@ pub struct NodeError {
     pub retryable: bool,
     /// Structured details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
 }
 
 impl NodeError {
@@ -51,7 +51,7 @@ impl NodeError {
     }
     /// Attaches structured details.
     pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
     /// The error as a JSON object (used as output for on_error continue/route).
@@ -240,13 +240,19 @@ pub trait Node: Send + Sync + 'static {
 
 /// Which workflow a sub-workflow node runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
+#[serde(untagged, deny_unknown_fields)]
 pub enum WorkflowRef {
-    /// A document embedded in the config.
-    Inline(Box<crate::document::Workflow>),
-    /// A file path, relative to the parent workflow's file.
-    Path(String),
-    /// A stored workflow by id, optionally a version (latest when absent).
+    /// A document embedded in the config: `{"inline": {...}}`.
+    Inline {
+        /// The child document.
+        inline: Box<crate::document::Workflow>,
+    },
+    /// A file path, relative to the parent workflow's file: `{"path": "child.json"}`.
+    Path {
+        /// The path.
+        path: String,
+    },
+    /// A stored workflow by id, optionally a version (latest when absent): `{"id": "...", "version": 3}`.
     Id {
         /// Workflow id.
         id: String,

@@ -139,7 +139,13 @@ impl Node for Emit {
                 .map_err(|e| NodeError::config(e.to_string()))?;
             return match ctx
                 .runtime
-                .run_child(ctx, &WorkflowRef::Inline(Box::new(doc)), json!({}))
+                .run_child(
+                    ctx,
+                    &WorkflowRef::Inline {
+                        inline: Box::new(doc),
+                    },
+                    json!({}),
+                )
                 .await?
             {
                 ChildOutcome::Completed { state, .. } => Ok(NodeOutput::output(state).into()),

@@ -322,8 +322,7 @@ impl Node for Merge {
             MergeMode::Last => pairs
                 .into_iter()
                 .map(|(_, v)| v)
-                .filter(|v| !v.is_null())
-                .last()
+                .rfind(|v| !v.is_null())
                 .unwrap_or(Value::Null),
         };
         Ok(NodeOutput::output(output).into())

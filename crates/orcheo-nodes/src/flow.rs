@@ -124,7 +124,7 @@ impl Node for Fail {
         let c: FailConfig = ctx.config_as()?;
         let mut e = NodeError::new(c.kind.unwrap_or_else(|| "fail".into()), c.message);
         e.retryable = c.retryable;
-        e.details = c.details;
+        e.details = c.details.map(Box::new);
         Err(e)
     }
 }

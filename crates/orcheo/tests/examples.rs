@@ -415,7 +415,6 @@ fn examples_are_canonical() {
 /// The canvas (JavaScript) writes whole-number positions as `100`, not `100.0`; such a document
 /// must round-trip to the same JSON, as Contract 1 promises for UI positions.
 #[test]
-#[ignore = "engine bug: NodeUi positions/sizes are f64, so an integer `\"x\": 100` is re-serialised as `100.0` and the document no longer round-trips to the same JSON value"]
 fn whole_number_canvas_positions_round_trip() {
     let written = json!({
         "format": "orcheo.workflow/1",
@@ -1250,7 +1249,6 @@ fn quotes_heavy_parcel_merges_all_three_branches() {
 /// `NodeContext::inputs` is documented as "in document order" (and `merge` says the same), so a
 /// fan-in sees its branches in the order the document lists them, whatever their lengths.
 #[test]
-#[ignore = "engine bug: fan-in inputs arrive in activation order (quote_dhl, quote_freight, quote_ups), not in document order as NodeContext::inputs documents"]
 fn fan_in_inputs_arrive_in_document_order() {
     let s = Scratch::new("quotes-order");
     let r = run_example(
