@@ -2,6 +2,7 @@
 //! output, a category, a description and examples; [`catalog`] registers them all.
 
 mod core_nodes;
+pub mod docs;
 mod flow;
 
 use orcheo_core::node::Catalog;

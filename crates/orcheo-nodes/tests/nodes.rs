@@ -409,3 +409,26 @@ async fn noop_outputs_null() {
     let out = h.one("noop", json!({}), json!({})).await;
     assert_eq!(out.results["n"], Value::Null);
 }
+
+#[test]
+fn docs_nodes_md_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/nodes.md");
+    let generated = orcheo_nodes::docs::catalog_markdown(&orcheo_nodes::catalog().specs());
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        on_disk == generated,
+        "docs/nodes.md is stale or missing; regenerate it with `cargo run -q -p orcheo -- nodes --markdown > docs/nodes.md`"
+    );
+    for spec in orcheo_nodes::catalog().specs() {
+        assert!(
+            generated.contains(&format!("## `{}`", spec.type_id)),
+            "no docs section for {}",
+            spec.type_id
+        );
+        assert!(
+            !spec.description.is_empty() && !spec.examples.is_empty(),
+            "{} lacks a description or example",
+            spec.type_id
+        );
+    }
+}

@@ -43,6 +43,9 @@ enum Command {
         /// Show only this node type.
         #[arg(long = "type")]
         type_id: Option<String>,
+        /// Print the Markdown reference (docs/nodes.md) instead of JSON.
+        #[arg(long)]
+        markdown: bool,
     },
     /// List the checkpoints of a local run.
     Checkpoints {
@@ -89,8 +92,12 @@ fn dispatch(cli: Cli) -> Result<u8> {
             );
             Ok(exit::OK)
         }
-        Command::Nodes { type_id } => {
+        Command::Nodes { type_id, markdown } => {
             let specs = orcheo_nodes::catalog().specs();
+            if markdown {
+                print!("{}", orcheo_nodes::docs::catalog_markdown(&specs));
+                return Ok(exit::OK);
+            }
             match type_id {
                 Some(t) => match specs.into_iter().find(|s| s.type_id == t) {
                     Some(s) => println!("{}", serde_json::to_string_pretty(&s)?),
