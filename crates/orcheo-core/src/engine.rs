@@ -1068,9 +1068,15 @@ impl Engine {
                 };
                 stop |= *s;
                 let node = &wf.nodes[*i];
-                let scope = Scope {
-                    output: Some(Arc::new(output.clone())),
-                    ..run.scope(None)
+                // Conditions see the updated state and this node's output; skip building the
+                // scope when no edge has a condition.
+                let scope = if node.edges.iter().any(|e| e.condition.is_some()) {
+                    Scope {
+                        output: Some(Arc::new(output.clone())),
+                        ..run.scope(None)
+                    }
+                } else {
+                    Scope::default()
                 };
                 route_edges(
                     &node.edges,
@@ -1445,7 +1451,7 @@ impl Engine {
                         index,
                         config,
                         scope: scope.clone(),
-                        inputs: (**inputs).clone(),
+                        inputs: inputs.clone(),
                         resume: resume_value.clone(),
                         cancel: run.cancel.clone(),
                         runtime: run.runtime.clone(),

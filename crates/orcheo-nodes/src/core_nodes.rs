@@ -280,7 +280,7 @@ impl Node for Merge {
                 .enumerate()
                 .map(|(i, x)| (i.to_string(), x))
                 .collect(),
-            None => ctx.inputs.clone(),
+            None => (*ctx.inputs).clone(),
         };
         let output = match c.mode {
             MergeMode::Append => {
