@@ -451,7 +451,8 @@ impl RetryPolicy {
         let base = self.base_delay_ms(next_attempt) as f64;
         let j = self.jitter.unwrap_or(0.1).clamp(0.0, 1.0);
         let factor = 1.0 - j + 2.0 * j * unit.clamp(0.0, 1.0);
-        (base * factor).round().max(0.0) as u64
+        let max = self.max_delay.as_ref().map_or(60_000, Duration::as_millis) as f64;
+        (base * factor).min(max).round().max(0.0) as u64
     }
 }
 
@@ -514,6 +515,17 @@ mod tests {
         };
         assert_eq!(j.delay_ms(2, 0.0), 50);
         assert_eq!(j.delay_ms(2, 1.0), 150);
+        let capped = RetryPolicy {
+            jitter: Some(0.5),
+            initial_delay: Some(Duration::from_millis(1000)),
+            max_delay: Some(Duration::from_millis(1000)),
+            ..Default::default()
+        };
+        assert_eq!(
+            capped.delay_ms(2, 1.0),
+            1000,
+            "jitter never pushes a delay past max_delay"
+        );
         let fixed = RetryPolicy {
             backoff: Some(Backoff::Fixed),
             jitter: Some(0.0),

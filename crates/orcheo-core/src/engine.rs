@@ -10,7 +10,7 @@ use crate::checkpoint::{
     WriteKind,
 };
 use crate::document::{EdgeKind, OnError, Workflow};
-use crate::event::{Event, EventKind, EventSink, NullSink, ParentRef};
+use crate::event::{Event, EventKind, EventSink, ForkRef, NullSink, ParentRef};
 use crate::expr::Scope;
 use crate::graph::{CompiledNode, CompiledWorkflow};
 use crate::node::{
@@ -412,13 +412,14 @@ impl Engine {
         for (k, v) in &wf.defaults {
             state.insert(k.clone(), v.clone());
         }
-        let mut init_err = None;
         if let Value::Object(obj) = &input {
             for (k, v) in obj {
                 let slot = state.entry(k.clone()).or_insert(Value::Null);
-                if let Err(e) = reducer::apply(wf.reducer(k), k, slot, v.clone()) {
-                    init_err = Some(NodeError::new("input", format!("input field `{k}`: {e}")));
-                }
+                reducer::apply(wf.reducer(k), k, slot, v.clone()).map_err(|e| {
+                    EngineError::InvalidInput(format!(
+                        "input field `{k}` does not fit its state field: {e}"
+                    ))
+                })?;
             }
         }
         let emitter = Arc::new(Emitter {
@@ -432,6 +433,7 @@ impl Engine {
             input: input.clone(),
             parent: opts.parent.clone(),
             resumed_from: None,
+            forked_from: None,
         });
         let mut run = self.new_run(
             wf,
@@ -444,9 +446,7 @@ impl Engine {
             0,
             None,
         );
-        if let Some(e) = init_err {
-            return self.finish_failed(run, e, None).await;
-        }
+
         // Entry edges are evaluated on the initial state.
         let scope = run.scope(None);
         let mut pending = Vec::new();
@@ -554,12 +554,55 @@ impl Engine {
             cp.status = RunStatus::Running;
             cp.error = None;
         }
+        let fork_ref = ForkRef {
+            run_id: run_id.to_string(),
+            checkpoint,
+        };
+        if cp.status == RunStatus::Waiting {
+            // A fork of a paused run is paused too: record it and let the caller resume it.
+            let emitter = Emitter {
+                run_id: new_id.as_str().into(),
+                seq: AtomicU64::new(1),
+                sink: self.inner.sink.clone(),
+                clock: self.inner.clock.clone(),
+            };
+            emitter.emit(EventKind::RunStarted {
+                workflow: wf.doc.name.clone(),
+                input: cp.input.clone(),
+                parent: opts.parent.clone(),
+                resumed_from: None,
+                forked_from: Some(fork_ref),
+            });
+            cp.next_seq = 3;
+            store.put(cp.clone()).await?;
+            if let Some(w) = cp.waiting.first() {
+                emitter.emit(EventKind::RunWaiting {
+                    node: w.node.clone(),
+                    index: w.index,
+                    interrupt: w.interrupt.clone(),
+                    timeout_at: w.timeout_at,
+                    waiting: cp.waiting.clone(),
+                });
+            }
+            return Ok(RunOutcome {
+                run_id: new_id,
+                status: RunStatus::Waiting,
+                state: cp.state,
+                results: cp.results,
+                error: None,
+                failed_node: None,
+                waiting: cp.waiting,
+                checkpoint: Some(0),
+                steps: cp.step,
+            });
+        }
         store.put(cp.clone()).await?;
         let opts = RunOptions {
             run_id: Some(new_id),
             ..opts
         };
-        self.continue_from(wf, cp, None, opts).await
+        self.continue_from_inner(wf, cp, None, opts, Some(fork_ref))
+            .await
     }
 
     fn require_checkpointer(&self, why: &str) -> Result<&Arc<dyn Checkpointer>, EngineError> {
@@ -618,6 +661,17 @@ impl Engine {
         resume: Option<Value>,
         opts: RunOptions,
     ) -> Result<RunOutcome, EngineError> {
+        self.continue_from_inner(wf, cp, resume, opts, None).await
+    }
+
+    async fn continue_from_inner(
+        &self,
+        wf: &Arc<CompiledWorkflow>,
+        cp: Checkpoint,
+        resume: Option<Value>,
+        opts: RunOptions,
+        fork: Option<ForkRef>,
+    ) -> Result<RunOutcome, EngineError> {
         let run_id: Arc<str> = cp.run_id.as_str().into();
         match cp.status {
             RunStatus::Completed => {
@@ -638,7 +692,8 @@ impl Engine {
                 (true, _) => Some(ResumeInput::Timeout),
                 (false, Some(v)) => Some(ResumeInput::Value(v)),
                 (false, None) => {
-                    let nodes: Vec<&str> = cp.waiting.iter().map(|w| w.node.as_str()).collect();
+                    let mut nodes: Vec<&str> = cp.waiting.iter().map(|w| w.node.as_str()).collect();
+                    nodes.dedup();
                     return Err(EngineError::NotResumable(format!(
                         "run `{run_id}` is waiting for input at {}; resume it with a value",
                         nodes.join(", ")
@@ -654,7 +709,11 @@ impl Engine {
         }
         let emitter = Arc::new(Emitter {
             run_id: run_id.clone(),
-            seq: AtomicU64::new(cp.next_seq.max(1)),
+            seq: AtomicU64::new(
+                cp.next_seq
+                    .max(self.inner.sink.next_seq(&run_id).unwrap_or(1))
+                    .max(1),
+            ),
             sink: self.inner.sink.clone(),
             clock: self.inner.clock.clone(),
         });
@@ -662,7 +721,8 @@ impl Engine {
             workflow: wf.doc.name.clone(),
             input: cp.input.clone(),
             parent: opts.parent.clone(),
-            resumed_from: Some(cp.id),
+            resumed_from: if fork.is_some() { None } else { Some(cp.id) },
+            forked_from: fork,
         });
         let mut run = self.new_run(
             wf,
@@ -892,6 +952,7 @@ impl Engine {
                         index: w.index,
                         interrupt: w.interrupt.clone(),
                         timeout_at: w.timeout_at,
+                        waiting: waiting.clone(),
                     });
                 }
                 let mut out = self.outcome(&run, RunStatus::Waiting);
@@ -1489,7 +1550,7 @@ impl Engine {
                         ..scope.clone()
                     };
                     for (field, t) in &node.assign {
-                        let v = t.eval(&s).map_err(|e| {
+                        let v = t.render(&s).map_err(|(_, e)| {
                             NodeError::new(
                                 "expression",
                                 format!("node `{}`: assign `{field}`: {}", node.id, e.message),

@@ -35,6 +35,15 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// The origin of a forked run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForkRef {
+    /// The run forked from.
+    pub run_id: String,
+    /// Its checkpoint the fork started from.
+    pub checkpoint: u64,
+}
+
 /// Where a child run hangs in its parent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParentRef {
@@ -60,6 +69,9 @@ pub enum EventKind {
         /// The checkpoint the run continued from, when resumed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resumed_from: Option<u64>,
+        /// The run and checkpoint this run was forked from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forked_from: Option<ForkRef>,
     },
     /// A superstep began.
     StepStarted {
@@ -157,6 +169,9 @@ pub enum EventKind {
         /// When the wait times out.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_at: Option<DateTime<Utc>>,
+        /// Every interrupt the run waits on (parallel nodes or map items can wait together);
+        /// the first is also given by `node`, `index` and `interrupt`.
+        waiting: Vec<crate::checkpoint::Waiting>,
     },
     /// The run finished successfully.
     RunCompleted {
@@ -203,6 +218,11 @@ impl EventKind {
 pub trait EventSink: Send + Sync {
     /// Receives one event. Must not block for long.
     fn emit(&self, event: Event);
+    /// The next unused sequence number of a run, when the sink stores events. A run resumed
+    /// after a crash continues after the last stored event, so numbers are never reused.
+    fn next_seq(&self, _run_id: &str) -> Option<u64> {
+        None
+    }
 }
 
 /// Drops every event.

@@ -203,7 +203,11 @@ impl Template {
     pub fn eval(&self, scope: &Scope) -> Result<Value, ExprError> {
         let ctx = MjValue::from_object(scope.clone());
         match &self.kind {
-            Kind::Typed(e) => to_json(e.eval(ctx).map_err(ExprError::from_mj)?),
+            Kind::Typed(e) => {
+                let v = to_json(e.eval(ctx).map_err(ExprError::from_mj)?)?;
+                check_size(text_bytes(&v))?;
+                Ok(v)
+            }
             Kind::Text(e) => {
                 let v = e.eval(ctx).map_err(ExprError::from_mj)?;
                 let s = v
@@ -233,6 +237,21 @@ impl Template {
                 Ok(json_truthy(&v))
             }
         }
+    }
+}
+
+/// Bytes of text inside a value (strings and keys), a cheap bound on its size.
+fn text_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(a) => a.iter().map(text_bytes).sum::<usize>() + a.len(),
+        Value::Object(o) => {
+            o.iter()
+                .map(|(k, v)| k.len() + text_bytes(v))
+                .sum::<usize>()
+                + o.len()
+        }
+        _ => 8,
     }
 }
 
@@ -559,6 +578,21 @@ mod tests {
         .unwrap();
         let e = t.eval(&s).unwrap_err();
         assert!(e.message.contains("fuel"), "{}", e.message);
+    }
+
+    #[test]
+    fn typed_results_are_size_bounded_too() {
+        let s = scope(json!({}));
+        assert!(Template::compile("{{ 'x' * 5000000 }}")
+            .unwrap()
+            .eval(&s)
+            .unwrap_err()
+            .message
+            .contains("over the limit"));
+        assert!(Template::compile("a{{ 'x' * 5000000 }}")
+            .unwrap()
+            .eval(&s)
+            .is_err());
     }
 
     #[test]

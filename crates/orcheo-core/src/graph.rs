@@ -116,7 +116,7 @@ pub struct CompiledNode {
     /// Config keys rendered as templates.
     pub config: Vec<(String, CompiledValue)>,
     /// State assignments from the output.
-    pub assign: Vec<(String, Template)>,
+    pub assign: Vec<(String, CompiledValue)>,
     /// Map settings.
     pub map: Option<CompiledMap>,
     /// Retry policy in force.
@@ -266,7 +266,8 @@ impl CompiledWorkflow {
             }
             let mut assign = Vec::new();
             for (field, expr) in dn.assign.iter() {
-                let t = compile_expr(expr)
+                // `{{ expr }}` is evaluated; any other string is stored as written.
+                let t = CompiledValue::compile(&Value::String(expr.clone()))
                     .map_err(|e| vec![internal(format!("/nodes/{i}/assign/{field}"), e)])?;
                 assign.push((field.clone(), t));
             }

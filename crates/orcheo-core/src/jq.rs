@@ -41,13 +41,30 @@ fn offset(whole: &str, part: &str) -> usize {
         .min(whole.len())
 }
 
+/// Filters that reach outside the sandbox: exiting the process, reading the environment,
+/// writing to stderr. They are left undefined, so a program using them fails to compile.
+const BLOCKED: &[&str] = &[
+    "halt",
+    "halt_error",
+    "env",
+    "stderr",
+    "stderr_empty",
+    "debug",
+    "debug_empty",
+    "input",
+    "inputs",
+    "input_filename",
+];
+
 fn compile_uncached(code: &str) -> Result<Filter, JqError> {
     let defs = jaq_core::defs()
         .chain(jaq_std::defs())
-        .chain(jaq_json::defs());
+        .chain(jaq_json::defs())
+        .filter(|d| !BLOCKED.contains(&d.name));
     let funs = jaq_core::funs()
         .chain(jaq_std::funs())
-        .chain(jaq_json::funs());
+        .chain(jaq_json::funs())
+        .filter(|f| !BLOCKED.contains(&f.0));
     let loader = Loader::new(defs);
     let arena = Arena::default();
     let modules = loader
@@ -230,6 +247,23 @@ mod tests {
         assert!(e.message.contains("2 outputs"), "{}", e.message);
         let e = run_one(".a.b", &json!({"a": 1})).unwrap_err();
         assert!(e.message.contains("jq runtime error"), "{}", e.message);
+    }
+
+    #[test]
+    fn escapes_are_not_available() {
+        for code in [
+            "halt",
+            "halt_error",
+            "halt_error(1)",
+            "env.HOME",
+            "$ENV.HOME",
+            "debug",
+            "stderr",
+            "input",
+        ] {
+            let e = check(code).unwrap_err();
+            assert!(e.message.contains("undefined"), "{code}: {}", e.message);
+        }
     }
 
     #[test]

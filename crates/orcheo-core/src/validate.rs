@@ -696,7 +696,7 @@ fn check_state(doc: &Workflow, p: &mut Vec<Problem>) {
                 base.clone(),
                 "state.name.invalid",
                 format!("state field name `{name}` is not valid"),
-                "use letters, digits and `_`, starting with a letter",
+                "use letters, digits, `_` and `-`, starting with a letter",
             ));
         }
         if let Some((_, r)) = seen.get(name.as_str()) {
@@ -925,6 +925,9 @@ fn check_node(
         check_templates(v, &format!("{base}/config/{}", esc(key)), &n.id, p);
     }
     for (field, expr) in n.assign.iter() {
+        if !is_template(expr) {
+            continue; // a literal value
+        }
         if let Err(e) = compile_any(expr) {
             p.push(Problem::error(
                 format!("{base}/assign/{}", esc(field)),
@@ -938,7 +941,17 @@ fn check_node(
         }
     }
     if let Some(m) = &n.map {
-        if let Err(e) = compile_any(&m.over) {
+        if !is_template(&m.over) {
+            p.push(Problem::error(
+                format!("{base}/map/over"),
+                "node.map.over",
+                format!(
+                    "node `{}`: map.over {:?} is plain text, not an expression",
+                    n.id, m.over
+                ),
+                format!("wrap it in braces: \"{{{{ {} }}}}\"", m.over),
+            ));
+        } else if let Err(e) = compile_any(&m.over) {
             p.push(Problem::error(
                 format!("{base}/map/over"),
                 "expression.syntax",
@@ -956,7 +969,8 @@ fn check_node(
                 ));
             }
         }
-        if let (Some(c), Some(max)) = (m.concurrency, doc_max_concurrency) {
+        if let Some(c) = m.concurrency {
+            let max = doc_max_concurrency.unwrap_or(crate::document::DEFAULT_MAX_CONCURRENCY);
             if c > max {
                 p.push(Problem::warning(format!("{base}/map/concurrency"), "node.map.concurrency_capped", format!("map concurrency {c} is above settings.max_concurrency {max}, which bounds it"), "raise settings.max_concurrency or lower the map concurrency"));
             }

@@ -848,3 +848,125 @@ async fn without_a_checkpointer_runs_complete_but_cannot_resume() {
         .unwrap_err();
     assert!(err.to_string().contains("checkpointing is off"));
 }
+
+#[tokio::test]
+async fn fork_of_a_waiting_run_waits_and_can_be_answered_differently() {
+    let h = harness();
+    let wf = h.compile(json!({
+        "nodes": [ emit("prep", json!({})), emit("ask", json!({"ask": "ok?"})), emit("after", json!({"output": "{{ results.ask.answer }}"})) ],
+        "edges": [ edge("__start__", "prep"), edge("prep", "ask"), edge("ask", "after") ]
+    }));
+    let first = h.run(&wf, json!({})).await;
+    let waiting_cp = first.checkpoint.unwrap();
+    let fork = h
+        .engine
+        .fork(
+            &wf,
+            &first.run_id,
+            waiting_cp,
+            None,
+            RunOptions::with_id("fork-a"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fork.status, RunStatus::Waiting);
+    assert_eq!(fork.waiting[0].node, "ask");
+    let done = h
+        .engine
+        .resume(
+            &wf,
+            "fork-a",
+            Some(json!("from the fork")),
+            RunOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.results["after"], json!("from the fork"));
+    let orig = h
+        .engine
+        .resume(
+            &wf,
+            &first.run_id,
+            Some(json!("original")),
+            RunOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(orig.results["after"], json!("original"));
+    assert_eq!(
+        h.counters.get("prep"),
+        1,
+        "neither the fork nor the resume re-ran prep"
+    );
+    let evs = h.events("fork-a");
+    match &evs[0].kind {
+        EventKind::RunStarted {
+            forked_from: Some(f),
+            resumed_from: None,
+            ..
+        } => {
+            assert_eq!(
+                (f.run_id.as_str(), f.checkpoint),
+                (first.run_id.as_str(), waiting_cp)
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let seqs: Vec<u64> = evs.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn input_that_does_not_fit_a_reducer_is_invalid_input() {
+    let h = harness();
+    let wf = h.compile(json!({
+        "state": { "count": {"reducer": "add", "default": 0} },
+        "nodes": [ emit("a", json!({})) ],
+        "edges": [ edge("__start__", "a") ]
+    }));
+    let err = h
+        .engine
+        .start(&wf, json!({"count": "x"}), RunOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, orcheo_core::EngineError::InvalidInput(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("input field `count`"), "{err}");
+    assert_eq!(h.counters.total(), 0);
+}
+
+#[tokio::test]
+async fn assign_evaluates_expressions_and_keeps_literals() {
+    let h = harness();
+    let wf = h.compile(json!({
+        "nodes": [ { "id": "a", "type": "emit", "config": {"output": {"text": "hi"}}, "assign": {"said": "{{ output.text }}", "status": "done"} } ],
+        "edges": [ edge("__start__", "a") ]
+    }));
+    let out = h.run(&wf, json!({})).await;
+    assert_eq!(out.state, json!({"said": "hi", "status": "done"}));
+}
+
+#[tokio::test]
+async fn parallel_interrupts_are_all_reported() {
+    let h = harness();
+    let wf = h.compile(json!({
+        "nodes": [ { "id": "ask", "type": "emit", "config": {"ask": "{{ item }}"}, "map": {"over": "{{ ['a', 'b'] }}"} } ],
+        "edges": [ edge("__start__", "ask") ]
+    }));
+    let out = h.run(&wf, json!({})).await;
+    assert_eq!(out.waiting.len(), 2);
+    let ev = h
+        .events(&out.run_id)
+        .into_iter()
+        .find(|e| matches!(e.kind, EventKind::RunWaiting { .. }))
+        .unwrap();
+    match ev.kind {
+        EventKind::RunWaiting { waiting, .. } => assert_eq!(
+            waiting.iter().map(|w| w.index).collect::<Vec<_>>(),
+            vec![Some(0), Some(1)]
+        ),
+        _ => unreachable!(),
+    }
+}

@@ -130,18 +130,18 @@ pub fn validate(args: ValidateArgs) -> Result<u8> {
         } else {
             print_problems(file, &problems);
             if ok {
-                println!("{}: ok", file.display());
+                crate::out(&format!("{}: ok", file.display()));
             } else {
                 let n = problems
                     .iter()
                     .filter(|p| p.severity == Severity::Error)
                     .count();
-                println!("{}: {n} error(s)", file.display());
+                crate::out(&format!("{}: {n} error(s)", file.display()));
             }
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::out(&serde_json::to_string_pretty(&report)?);
     }
     Ok(code)
 }
@@ -157,7 +157,7 @@ pub async fn list_checkpoints(run_id: &str, dir: &Path) -> Result<u8> {
         );
         return Ok(exit::INVALID);
     }
-    println!("{}", serde_json::to_string_pretty(&list)?);
+    crate::out(&serde_json::to_string_pretty(&list)?);
     Ok(exit::OK)
 }
 
@@ -377,6 +377,10 @@ pub async fn run(args: RunArgs) -> Result<u8> {
             return Ok(exit::INVALID);
         }
     };
+    if args.patch.is_some() && !args.resume.as_deref().is_some_and(|r| r.contains('@')) {
+        eprintln!("error: --patch edits the state of a fork; name the checkpoint to fork from with --resume RUN@CHECKPOINT (see `orcheo checkpoints RUN`)");
+        return Ok(exit::INVALID);
+    }
     let json = args.json;
     let printer = Mutex::new(Printer {
         tty: std::io::stderr().is_terminal(),

@@ -65,6 +65,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
@@ -73,6 +74,13 @@ fn main() -> ExitCode {
             ExitCode::from(exit::ERROR)
         }
     }
+}
+
+/// Prints a line to stdout; a closed pipe (`orcheo schema | head`) is not an error.
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}");
 }
 
 fn dispatch(cli: Cli) -> Result<u8> {
@@ -86,27 +94,26 @@ fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::Validate(args) => local::validate(args),
         Command::Schema => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&orcheo_core::document::workflow_schema())?
-            );
+            out(&serde_json::to_string_pretty(
+                &orcheo_core::document::workflow_schema(),
+            )?);
             Ok(exit::OK)
         }
         Command::Nodes { type_id, markdown } => {
             let specs = orcheo_nodes::catalog().specs();
             if markdown {
-                print!("{}", orcheo_nodes::docs::catalog_markdown(&specs));
+                out(orcheo_nodes::docs::catalog_markdown(&specs).trim_end());
                 return Ok(exit::OK);
             }
             match type_id {
                 Some(t) => match specs.into_iter().find(|s| s.type_id == t) {
-                    Some(s) => println!("{}", serde_json::to_string_pretty(&s)?),
+                    Some(s) => out(&serde_json::to_string_pretty(&s)?),
                     None => {
                         eprintln!("error: no node type `{t}`; run `orcheo nodes` to list them");
                         return Ok(exit::INVALID);
                     }
                 },
-                None => println!("{}", serde_json::to_string_pretty(&specs)?),
+                None => out(&serde_json::to_string_pretty(&specs)?),
             }
             Ok(exit::OK)
         }
