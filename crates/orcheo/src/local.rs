@@ -216,11 +216,14 @@ impl Printer {
             EventKind::RunStarted {
                 workflow,
                 resumed_from,
+                forked_from,
                 ..
             } => {
-                let how = resumed_from
-                    .map(|c| format!(" (resumed from checkpoint {c})"))
-                    .unwrap_or_default();
+                let how = match (resumed_from, forked_from) {
+                    (_, Some(f)) => format!(" (forked from {}@{})", f.run_id, f.checkpoint),
+                    (Some(c), None) => format!(" (resumed from checkpoint {c})"),
+                    (None, None) => String::new(),
+                };
                 self.line(&mut out, format!("▶ run {} · {workflow}{how}", e.run_id));
             }
             EventKind::StepStarted { step, .. } => self.step = *step,
