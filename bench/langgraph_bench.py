@@ -136,6 +136,12 @@ def one_run(app, saver, make_input, check):
     return elapsed
 
 
+def pct(times, q):
+    """Nearest-rank percentile."""
+    v = sorted(times)
+    return v[round((len(v) - 1) * q)]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workload", default="all")
@@ -182,6 +188,8 @@ def main():
                         "steps_per_run": steps,
                         "median_ms": med * 1e3,
                         "min_ms": min(times) * 1e3,
+                        "p10_ms": pct(times, 0.1) * 1e3,
+                        "p90_ms": pct(times, 0.9) * 1e3,
                         "us_per_step": med * 1e6 / steps,
                         "steps_per_s": steps / med,
                     }

@@ -356,6 +356,14 @@ fn median(mut v: Vec<Duration>) -> Duration {
     }
 }
 
+/// The 10th and 90th percentile run times (nearest rank).
+fn percentiles(times: &[Duration]) -> (Duration, Duration) {
+    let mut v = times.to_vec();
+    v.sort();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.1), at(0.9))
+}
+
 fn main() {
     let args = parse_args();
     let all = [chain(), fanout(), map()];
@@ -443,6 +451,7 @@ fn main() {
                     });
                 let runs = times.len();
                 let min = *times.iter().min().expect("at least one run");
+                let (p10, p90) = percentiles(&times);
                 let med = median(times);
                 let secs = med.as_secs_f64();
                 println!(
@@ -456,6 +465,8 @@ fn main() {
                         "steps_per_run": w.steps_per_run,
                         "median_ms": secs * 1e3,
                         "min_ms": min.as_secs_f64() * 1e3,
+                        "p10_ms": p10.as_secs_f64() * 1e3,
+                        "p90_ms": p90.as_secs_f64() * 1e3,
                         "us_per_step": secs * 1e6 / w.steps_per_run as f64,
                         "steps_per_s": w.steps_per_run as f64 / secs,
                     })
