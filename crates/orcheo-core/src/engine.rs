@@ -217,7 +217,7 @@ impl Emitter {
     }
     fn emit_at(&self, seq: u64, kind: EventKind) {
         self.sink.emit(Event {
-            run_id: self.run_id.to_string(),
+            run_id: self.run_id.clone(),
             seq,
             ts: self.clock.now(),
             kind,
@@ -289,7 +289,8 @@ struct Run {
     runtime: Arc<dyn Runtime>,
     active_before_ms: u64,
     started: Instant,
-    step_writes: Mutex<Vec<TaskWrite>>,
+    /// Writes of the unfinished superstep embedded in the checkpoint this run continued from.
+    carried: Vec<TaskWrite>,
     forked_from: Option<(String, u64)>,
     wrote_checkpoint: bool,
     /// Sequence number reserved in the last checkpoint for the run's closing event, so a
@@ -647,7 +648,7 @@ impl Engine {
             runtime,
             active_before_ms,
             started: Instant::now(),
-            step_writes: Mutex::new(Vec::new()),
+            carried: Vec::new(),
             forked_from,
             wrote_checkpoint: false,
             closing_seq: None,
@@ -738,6 +739,7 @@ impl Engine {
         run.pending = cp.pending.clone();
         run.step = cp.step;
         run.checkpoint_id = cp.id;
+        run.carried = cp.writes.clone();
         run.wrote_checkpoint = true;
         if run.pending.is_empty() {
             self.save(
@@ -846,8 +848,7 @@ impl Engine {
         error: NodeError,
         node: Option<String>,
     ) -> Result<RunOutcome, EngineError> {
-        let writes =
-            std::mem::take(&mut *run.step_writes.lock().unwrap_or_else(|e| e.into_inner()));
+        let writes = self.step_writes(&mut run).await?;
         self.save(
             &mut run,
             RunStatus::Failed,
@@ -886,16 +887,11 @@ impl Engine {
                 "run_timeout",
                 format!("the run exceeded its time limit of {limit} (settings.run_timeout)"),
             );
-            run.step_writes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .splice(0..0, prior_writes);
+            run.carried.splice(0..0, prior_writes);
             return self.finish_failed(run, err, None).await;
         }
         let mut writes = prior_writes;
-        writes.extend(std::mem::take(
-            &mut *run.step_writes.lock().unwrap_or_else(|e| e.into_inner()),
-        ));
+        writes.extend(self.step_writes(&mut run).await?);
         self.save(&mut run, RunStatus::Cancelled, writes, Vec::new(), None, 0)
             .await?;
         run.emit_closing(EventKind::RunCancelled {
@@ -935,8 +931,7 @@ impl Engine {
             Err(Stop::Failed(e, node)) => self.finish_failed(run, e, node).await,
             Err(Stop::Cancelled(prior_writes)) => self.finish_cancelled(run, prior_writes).await,
             Err(Stop::Waiting(waiting)) => {
-                let writes =
-                    std::mem::take(&mut *run.step_writes.lock().unwrap_or_else(|e| e.into_inner()));
+                let writes = self.step_writes(&mut run).await?;
                 self.save(
                     &mut run,
                     RunStatus::Waiting,
@@ -1017,7 +1012,14 @@ impl Engine {
             }
             run.emitter.emit(EventKind::StepStarted {
                 step: step_no,
-                nodes: runnable.iter().map(|p| p.node.clone()).collect(),
+                nodes: runnable
+                    .iter()
+                    .map(|p| {
+                        wf.nodes
+                            .get(idx(p))
+                            .map_or_else(|| Arc::from(p.node.as_str()), |n| n.id.clone())
+                    })
+                    .collect(),
             });
             let span = tracing::debug_span!("superstep", run_id = %run.run_id, step = step_no);
             let run_ref = &*run;
@@ -1156,10 +1158,7 @@ impl Engine {
             next.sort_by_key(&idx);
             run.pending = next;
             run.step = step_no;
-            run.step_writes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
+            run.carried.clear();
             let status = if run.pending.is_empty() {
                 RunStatus::Completed
             } else {
@@ -1174,14 +1173,20 @@ impl Engine {
     async fn record(&self, run: &Run, write: TaskWrite) -> Result<(), EngineError> {
         if let Some(store) = &self.inner.checkpointer {
             store
-                .put_write(&run.run_id, run.checkpoint_id, write.clone())
+                .put_write(&run.run_id, run.checkpoint_id, write)
                 .await?;
-            run.step_writes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(write);
         }
         Ok(())
+    }
+
+    /// Every write of the unfinished superstep: those carried in from the checkpoint the run
+    /// continued from, and those recorded since.
+    async fn step_writes(&self, run: &mut Run) -> Result<Vec<TaskWrite>, EngineError> {
+        let mut writes = std::mem::take(&mut run.carried);
+        if let Some(store) = &self.inner.checkpointer {
+            writes.extend(store.writes(&run.run_id, run.checkpoint_id).await?);
+        }
+        Ok(writes)
     }
 
     async fn run_task(
@@ -1289,7 +1294,7 @@ impl Engine {
         }
         let output = Value::Array(outputs);
         run.emitter.emit(EventKind::NodeCompleted {
-            node: node.id.to_string(),
+            node: node.id.clone(),
             step,
             attempt: 1,
             index: None,
@@ -1346,7 +1351,7 @@ impl Engine {
             OnError::Route => "route",
         };
         run.emitter.emit(EventKind::NodeFailed {
-            node: node.id.to_string(),
+            node: node.id.clone(),
             step,
             attempt,
             index,
@@ -1445,7 +1450,7 @@ impl Engine {
                                 ));
                             }
                             run.emitter.emit(EventKind::NodeCompleted {
-                                node: node.id.to_string(),
+                                node: node.id.clone(),
                                 step,
                                 attempt: *attempt,
                                 index,
@@ -1491,7 +1496,7 @@ impl Engine {
         loop {
             let span = tracing::info_span!("node", run_id = %run.run_id, node_id = %node.id, attempt, index = ?index);
             run.emitter.emit(EventKind::NodeStarted {
-                node: node.id.to_string(),
+                node: node.id.clone(),
                 step,
                 attempt,
                 index,
@@ -1577,7 +1582,7 @@ impl Engine {
                         return ItemOutcome::Failed(NodeError::new("storage", e.to_string()));
                     }
                     run.emitter.emit(EventKind::NodeCompleted {
-                        node: node.id.to_string(),
+                        node: node.id.clone(),
                         step,
                         attempt,
                         index,
@@ -1615,7 +1620,7 @@ impl Engine {
                             jitter_unit(&run.run_id, &node.id, index, attempt),
                         );
                         run.emitter.emit(EventKind::NodeFailed {
-                            node: node.id.to_string(),
+                            node: node.id.clone(),
                             step,
                             attempt,
                             index,

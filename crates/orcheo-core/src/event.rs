@@ -25,7 +25,7 @@ pub enum LogLevel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// The run this event belongs to.
-    pub run_id: String,
+    pub run_id: Arc<str>,
     /// Position in the run's stream, from 1, without gaps.
     pub seq: u64,
     /// When the event happened.
@@ -78,12 +78,12 @@ pub enum EventKind {
         /// Superstep number.
         step: u32,
         /// Nodes running in it, in document order.
-        nodes: Vec<String>,
+        nodes: Vec<Arc<str>>,
     },
     /// A node attempt began.
     NodeStarted {
         /// Node id.
-        node: String,
+        node: Arc<str>,
         /// Superstep number.
         step: u32,
         /// Attempt number from 1.
@@ -95,7 +95,7 @@ pub enum EventKind {
     /// A node wrote a log line.
     NodeLog {
         /// Node id.
-        node: String,
+        node: Arc<str>,
         /// Map item index.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         index: Option<usize>,
@@ -110,7 +110,7 @@ pub enum EventKind {
     /// A node finished.
     NodeCompleted {
         /// Node id.
-        node: String,
+        node: Arc<str>,
         /// Superstep number.
         step: u32,
         /// Attempt that succeeded.
@@ -132,7 +132,7 @@ pub enum EventKind {
     /// A node attempt failed.
     NodeFailed {
         /// Node id.
-        node: String,
+        node: Arc<str>,
         /// Superstep number.
         step: u32,
         /// Attempt that failed.
@@ -250,7 +250,7 @@ impl VecSink {
     pub fn run_events(&self, run_id: &str) -> Vec<Event> {
         self.events()
             .into_iter()
-            .filter(|e| e.run_id == run_id)
+            .filter(|e| &*e.run_id == run_id)
             .collect()
     }
 }

@@ -354,7 +354,7 @@ impl NodeContext {
     /// Records a log line in the run's event stream.
     pub fn log(&self, level: LogLevel, message: impl Into<String>) {
         self.events.emit(EventKind::NodeLog {
-            node: self.node_id.to_string(),
+            node: self.node_id.clone(),
             index: self.index,
             level,
             message: message.into(),
@@ -364,7 +364,7 @@ impl NodeContext {
     /// Records a log line with structured data.
     pub fn log_data(&self, level: LogLevel, message: impl Into<String>, data: Value) {
         self.events.emit(EventKind::NodeLog {
-            node: self.node_id.to_string(),
+            node: self.node_id.clone(),
             index: self.index,
             level,
             message: message.into(),

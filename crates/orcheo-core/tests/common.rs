@@ -123,6 +123,12 @@ impl Node for Emit {
                         timeout_ms: c.ask_timeout_ms,
                     }))
                 }
+                Some(v) if *v == json!("again") => {
+                    return Ok(NodeResult::Interrupt(Interrupt {
+                        payload: json!("asked again"),
+                        timeout_ms: None,
+                    }))
+                }
                 Some(v) => {
                     return Ok(NodeOutput {
                         output: json!({ "answer": v }),
@@ -227,7 +233,7 @@ impl Harness {
             .filter_map(|e| match e.kind {
                 EventKind::NodeCompleted {
                     node, index: None, ..
-                } => Some(node),
+                } => Some(node.to_string()),
                 _ => None,
             })
             .collect()

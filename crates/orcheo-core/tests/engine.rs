@@ -143,7 +143,7 @@ async fn error_edges_and_continue() {
         .events(&out.run_id)
         .into_iter()
         .filter_map(|e| match e.kind {
-            EventKind::NodeFailed { node, handling, .. } => Some((node, handling)),
+            EventKind::NodeFailed { node, handling, .. } => Some((node.to_string(), handling)),
             _ => None,
         })
         .collect();
@@ -969,4 +969,38 @@ async fn parallel_interrupts_are_all_reported() {
         ),
         _ => unreachable!(),
     }
+}
+
+#[tokio::test]
+async fn a_second_pause_in_the_same_step_keeps_the_finished_tasks() {
+    let h = harness();
+    let wf = h.compile(json!({
+        "nodes": [ emit("ask", json!({"ask": "?"})), emit("par", json!({})), emit("after", json!({"output": "{{ results.ask.answer }}"})) ],
+        "edges": [ edge("__start__", "ask"), edge("__start__", "par"), edge("ask", "after"), edge("par", "after") ]
+    }));
+    let out = h.run(&wf, json!({})).await;
+    let out = h
+        .engine
+        .resume(
+            &wf,
+            &out.run_id,
+            Some(json!("again")),
+            RunOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.status, RunStatus::Waiting);
+    assert_eq!(out.waiting[0].interrupt.payload, json!("asked again"));
+    let out = h
+        .engine
+        .resume(&wf, &out.run_id, Some(json!("yes")), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.status, RunStatus::Completed);
+    assert_eq!(out.results["after"], json!("yes"));
+    assert_eq!(
+        h.counters.get("par"),
+        1,
+        "par finished before the first pause and never ran again"
+    );
 }

@@ -229,7 +229,7 @@ impl Printer {
             EventKind::StepStarted { step, .. } => self.step = *step,
             EventKind::NodeStarted { node, index, .. } => {
                 if index.is_none() {
-                    self.running.push(node.clone());
+                    self.running.push(node.to_string());
                 }
             }
             EventKind::NodeCompleted {
@@ -241,7 +241,7 @@ impl Printer {
                 ..
             } => {
                 if index.is_none() {
-                    self.running.retain(|n| n != node);
+                    self.running.retain(|n| **n != **node);
                     self.done += 1;
                     let b = branch
                         .as_ref()
@@ -264,7 +264,7 @@ impl Printer {
                 ..
             } => {
                 if !will_retry {
-                    self.running.retain(|n| n != node);
+                    self.running.retain(|n| **n != **node);
                 }
                 let at = index.map(|i| format!("[{i}]")).unwrap_or_default();
                 let next = if *will_retry {
