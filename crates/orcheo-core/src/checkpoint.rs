@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
@@ -147,11 +147,11 @@ pub struct Checkpoint {
     /// Run status at this point.
     pub status: RunStatus,
     /// The run input.
-    pub input: Value,
+    pub input: Arc<Value>,
     /// The state.
-    pub state: Value,
+    pub state: Arc<Value>,
     /// Outputs of finished nodes by id.
-    pub results: Value,
+    pub results: crate::results::Results,
     /// Activations for the next superstep.
     pub pending: Vec<Pending>,
     /// Task writes of the unfinished superstep (waiting or failed runs).
@@ -507,9 +507,9 @@ mod tests {
             parent: id.checked_sub(1),
             step: id as u32,
             status: RunStatus::Running,
-            input: Value::Null,
-            state: serde_json::json!({ "n": id }),
-            results: serde_json::json!({}),
+            input: Arc::new(Value::Null),
+            state: Arc::new(serde_json::json!({ "n": id })),
+            results: Default::default(),
             pending: vec![],
             writes: vec![],
             waiting: vec![],

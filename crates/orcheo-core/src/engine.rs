@@ -18,6 +18,7 @@ use crate::node::{
     Runtime, WorkflowRef,
 };
 use crate::reducer;
+use crate::results::Results;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -278,7 +279,7 @@ struct Run {
     run_id: Arc<str>,
     input: Arc<Value>,
     state: Arc<Value>,
-    results: Arc<Value>,
+    results: Results,
     pending: Vec<Pending>,
     step: u32,
     checkpoint_id: u64,
@@ -319,7 +320,7 @@ enum ItemOutcome {
 /// The outcome of a task (a node, all its map items included).
 enum TaskOutcome {
     Done {
-        output: Value,
+        output: Arc<Value>,
         updates: Vec<Map<String, Value>>,
         branch: Option<String>,
         route: Route,
@@ -440,8 +441,8 @@ impl Engine {
             wf,
             run_id,
             Arc::new(input),
-            Value::Object(state),
-            Value::Object(Map::new()),
+            Arc::new(Value::Object(state)),
+            Results::default(),
             emitter,
             &opts,
             0,
@@ -545,7 +546,7 @@ impl Engine {
         cp.next_seq = 1;
         cp.created_at = self.inner.clock.now();
         if let Some(patch) = patch {
-            if let Value::Object(state) = &mut cp.state {
+            if let Value::Object(state) = Arc::make_mut(&mut cp.state) {
                 for (k, v) in patch {
                     state.insert(k, v);
                 }
@@ -569,7 +570,7 @@ impl Engine {
             };
             emitter.emit(EventKind::RunStarted {
                 workflow: wf.doc.name.clone(),
-                input: cp.input.clone(),
+                input: (*cp.input).clone(),
                 parent: opts.parent.clone(),
                 resumed_from: None,
                 forked_from: Some(fork_ref),
@@ -588,8 +589,8 @@ impl Engine {
             return Ok(RunOutcome {
                 run_id: new_id,
                 status: RunStatus::Waiting,
-                state: cp.state,
-                results: cp.results,
+                state: (*cp.state).clone(),
+                results: cp.results.to_value(),
                 error: None,
                 failed_node: None,
                 waiting: cp.waiting,
@@ -619,8 +620,8 @@ impl Engine {
         wf: &Arc<CompiledWorkflow>,
         run_id: Arc<str>,
         input: Arc<Value>,
-        state: Value,
-        results: Value,
+        state: Arc<Value>,
+        results: Results,
         emitter: Arc<Emitter>,
         opts: &RunOptions,
         active_before_ms: u64,
@@ -636,8 +637,8 @@ impl Engine {
             wf: wf.clone(),
             run_id,
             input,
-            state: Arc::new(state),
-            results: Arc::new(results),
+            state,
+            results,
             pending: Vec::new(),
             step: 0,
             checkpoint_id: 0,
@@ -720,7 +721,7 @@ impl Engine {
         });
         emitter.emit(EventKind::RunStarted {
             workflow: wf.doc.name.clone(),
-            input: cp.input.clone(),
+            input: (*cp.input).clone(),
             parent: opts.parent.clone(),
             resumed_from: if fork.is_some() { None } else { Some(cp.id) },
             forked_from: fork,
@@ -728,7 +729,7 @@ impl Engine {
         let mut run = self.new_run(
             wf,
             run_id,
-            Arc::new(cp.input.clone()),
+            cp.input.clone(),
             cp.state.clone(),
             cp.results.clone(),
             emitter,
@@ -789,9 +790,9 @@ impl Engine {
             parent,
             step: run.step,
             status,
-            input: (*run.input).clone(),
-            state: (*run.state).clone(),
-            results: (*run.results).clone(),
+            input: run.input.clone(),
+            state: run.state.clone(),
+            results: run.results.clone(),
             pending: run.pending.clone(),
             writes,
             waiting,
@@ -821,7 +822,7 @@ impl Engine {
             run_id: run.run_id.to_string(),
             status,
             state: (*run.state).clone(),
-            results: (*run.results).clone(),
+            results: run.results.to_value(),
             error: None,
             failed_node: None,
             waiting: Vec::new(),
@@ -1081,14 +1082,14 @@ impl Engine {
             // Apply every update in document order, then route.
             {
                 let state = Arc::make_mut(&mut run.state);
-                let results = Arc::make_mut(&mut run.results);
-                let (Value::Object(state), Value::Object(results)) = (state, results) else {
+                let results = &mut run.results;
+                let Value::Object(state) = state else {
                     return Err(Stop::Failed(
                         NodeError::new("internal", "state is not an object"),
                         None,
                     ));
                 };
-                for (i, o) in &outcomes {
+                for (i, o) in &mut outcomes {
                     let TaskOutcome::Done {
                         output, updates, ..
                     } = o
@@ -1096,11 +1097,12 @@ impl Engine {
                         continue;
                     };
                     let node = &wf.nodes[*i];
-                    results.insert(node.id.to_string(), output.clone());
-                    for u in updates {
+                    results.insert(node.id.clone(), output.clone());
+                    for u in std::mem::take(updates) {
                         for (k, v) in u {
+                            let reducer = wf.reducer(&k);
                             let slot = state.entry(k.clone()).or_insert(Value::Null);
-                            if let Err(e) = reducer::apply(wf.reducer(k), k, slot, v.clone()) {
+                            if let Err(e) = reducer::apply(reducer, &k, slot, v) {
                                 return Err(Stop::Failed(
                                     NodeError::new(
                                         "state",
@@ -1135,7 +1137,7 @@ impl Engine {
                 // scope when no edge has a condition.
                 let scope = if node.edges.iter().any(|e| e.condition.is_some()) {
                     Scope {
-                        output: Some(Arc::new(output.clone())),
+                        output: Some(output.clone()),
                         ..run.scope(None)
                     }
                 } else {
@@ -1202,9 +1204,13 @@ impl Engine {
         // Outputs of the activating nodes, in document order (not activation order).
         let mut sources: Vec<&String> = sources.iter().collect();
         sources.sort_by_key(|s| run.wf.index.get(s.as_str()).copied().unwrap_or(usize::MAX));
-        let inputs: Vec<(String, Value)> = sources
+        let inputs: Vec<(String, Arc<Value>)> = sources
             .into_iter()
-            .filter_map(|s| run.results.get(s.as_str()).map(|v| (s.clone(), v.clone())))
+            .filter_map(|s| {
+                run.results
+                    .get_shared(s.as_str())
+                    .map(|v| (s.clone(), v.clone()))
+            })
             .collect();
         let inputs = Arc::new(inputs);
         let Some(map) = &node.map else {
@@ -1213,7 +1219,7 @@ impl Engine {
                 .await
             {
                 ItemOutcome::Done { output, route } => TaskOutcome::Done {
-                    output: output.output,
+                    output: Arc::new(output.output),
                     updates: vec![output.update],
                     branch: output.branch,
                     route,
@@ -1304,7 +1310,7 @@ impl Engine {
             duration_ms: millis(started.elapsed()),
         });
         TaskOutcome::Done {
-            output,
+            output: Arc::new(output),
             updates,
             branch: None,
             route,
@@ -1321,7 +1327,7 @@ impl Engine {
     ) -> TaskOutcome {
         match self.final_failure(run, node, step, None, 1, e).await {
             ItemOutcome::Done { output, route } => TaskOutcome::Done {
-                output: output.output,
+                output: Arc::new(output.output),
                 updates: vec![],
                 branch: None,
                 route,
@@ -1403,7 +1409,7 @@ impl Engine {
         &self,
         run: &Run,
         node: &CompiledNode,
-        inputs: &Arc<Vec<(String, Value)>>,
+        inputs: &Arc<Vec<(String, Arc<Value>)>>,
         step: u32,
         index: Option<usize>,
         item: Option<Arc<Value>>,
@@ -1883,7 +1889,7 @@ impl Runtime for EngineRuntime {
             Some(cp) if cp.status == RunStatus::Completed => {
                 return Ok(ChildOutcome::Completed {
                     run_id: child_id,
-                    state: cp.state,
+                    state: (*cp.state).clone(),
                 });
             }
             Some(cp) if cp.status == RunStatus::Waiting && ctx.resume.is_none() => {

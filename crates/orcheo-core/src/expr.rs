@@ -281,6 +281,9 @@ fn to_json(v: MjValue) -> Result<Value, ExprError> {
     if let Some(view) = v.downcast_object_ref::<JsonView>() {
         return Ok(view.get().cloned().unwrap_or(Value::Null));
     }
+    if let Some(view) = v.downcast_object_ref::<ResultsView>() {
+        return Ok(view.0.to_value());
+    }
     if v.is_undefined() {
         return Ok(Value::Null);
     }
@@ -299,7 +302,7 @@ pub struct Scope {
     /// The run input.
     pub input: Option<Arc<Value>>,
     /// Outputs of finished nodes by id.
-    pub results: Option<Arc<Value>>,
+    pub results: Option<crate::results::Results>,
     /// The current node's output (in `assign` and edge conditions).
     pub output: Option<Arc<Value>>,
     /// The map item under its variable name.
@@ -330,7 +333,10 @@ impl Object for Scope {
         match key {
             "state" => root(&self.state),
             "input" => root(&self.input),
-            "results" => root(&self.results),
+            "results" => self
+                .results
+                .as_ref()
+                .map(|r| MjValue::from_object(ResultsView(r.clone()))),
             "output" => root(&self.output),
             "index" => self.index.map(|i| MjValue::from(i as u64)),
             _ => {
@@ -348,6 +354,27 @@ impl Object for Scope {
     }
     fn enumerate(self: &Arc<Self>) -> Enumerator {
         Enumerator::Str(SCOPE_KEYS)
+    }
+}
+
+/// `results` in expressions: each node's output as a lazy JSON view.
+#[derive(Debug)]
+struct ResultsView(crate::results::Results);
+
+impl Object for ResultsView {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+    fn get_value(self: &Arc<Self>, key: &MjValue) -> Option<MjValue> {
+        self.0
+            .get_shared(key.as_str()?)
+            .map(|v| JsonView::root(v.clone()))
+    }
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values(self.0.keys().map(|k| MjValue::from(&**k)).collect())
+    }
+    fn is_true(self: &Arc<Self>) -> bool {
+        !self.0.is_empty()
     }
 }
 

@@ -12,6 +12,7 @@ pub mod jq;
 pub mod node;
 pub mod ordered_map;
 pub mod reducer;
+pub mod results;
 pub mod validate;
 
 pub use checkpoint::{Checkpoint, Checkpointer, FileCheckpointer, MemoryCheckpointer, RunStatus};

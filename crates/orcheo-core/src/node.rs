@@ -318,7 +318,7 @@ pub struct NodeContext {
     /// Expression scope: state, input, results, map item.
     pub scope: Scope,
     /// Outputs of the nodes whose edges activated this one, in document order.
-    pub inputs: Arc<Vec<(String, Value)>>,
+    pub inputs: Arc<Vec<(String, Arc<Value>)>>,
     /// The value this execution was resumed with after an interrupt.
     pub resume: Option<Value>,
     /// Fires when the run is cancelled or times out.

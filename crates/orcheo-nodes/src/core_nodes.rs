@@ -280,7 +280,11 @@ impl Node for Merge {
                 .enumerate()
                 .map(|(i, x)| (i.to_string(), x))
                 .collect(),
-            None => (*ctx.inputs).clone(),
+            None => ctx
+                .inputs
+                .iter()
+                .map(|(k, v)| (k.clone(), (**v).clone()))
+                .collect(),
         };
         let output = match c.mode {
             MergeMode::Append => {
