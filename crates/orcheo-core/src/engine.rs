@@ -1172,6 +1172,20 @@ impl Engine {
         }
     }
 
+    /// Records a write built only when a checkpointer will keep it.
+    async fn record_with(
+        &self,
+        run: &Run,
+        write: impl FnOnce() -> TaskWrite,
+    ) -> Result<(), EngineError> {
+        match &self.inner.checkpointer {
+            Some(store) => Ok(store
+                .put_write(&run.run_id, run.checkpoint_id, write())
+                .await?),
+            None => Ok(()),
+        }
+    }
+
     async fn record(&self, run: &Run, write: TaskWrite) -> Result<(), EngineError> {
         if let Some(store) = &self.inner.checkpointer {
             store
@@ -1575,7 +1589,7 @@ impl Engine {
             });
             match result {
                 Ok(NodeResult::Done(output)) => {
-                    let w = TaskWrite {
+                    let w = || TaskWrite {
                         node: node.id.to_string(),
                         index,
                         attempt,
@@ -1584,7 +1598,7 @@ impl Engine {
                             route: Route::Normal,
                         },
                     };
-                    if let Err(e) = self.record(run, w).await {
+                    if let Err(e) = self.record_with(run, w).await {
                         return ItemOutcome::Failed(NodeError::new("storage", e.to_string()));
                     }
                     run.emitter.emit(EventKind::NodeCompleted {

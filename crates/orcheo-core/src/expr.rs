@@ -201,7 +201,12 @@ impl Template {
 
     /// Evaluates to a JSON value (typed for `{{ expr }}`, a string otherwise).
     pub fn eval(&self, scope: &Scope) -> Result<Value, ExprError> {
-        let ctx = MjValue::from_object(scope.clone());
+        self.eval_in(&scope.context())
+    }
+
+    /// Evaluates against a context built once with [`Scope::context`] (for many templates).
+    pub fn eval_in(&self, ctx: &Context) -> Result<Value, ExprError> {
+        let ctx = ctx.0.clone();
         match &self.kind {
             Kind::Typed(e) => {
                 let v = to_json(e.eval(ctx).map_err(ExprError::from_mj)?)?;
@@ -293,6 +298,10 @@ fn to_json(v: MjValue) -> Result<Value, ExprError> {
     Ok(json)
 }
 
+/// A scope turned into a template context, reusable across evaluations.
+#[derive(Clone, Debug)]
+pub struct Context(MjValue);
+
 /// The variables an expression can see: `state`, `input`, `results`, `output`, the map item
 /// and `index`, plus any extras a node adds.
 #[derive(Clone, Default, Debug)]
@@ -314,6 +323,11 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// The scope as a template context.
+    pub fn context(&self) -> Context {
+        Context(MjValue::from_object(self.clone()))
+    }
+
     /// A scope with an extra named value.
     pub fn with(mut self, name: &str, value: Value) -> Self {
         self.extra.push((name.into(), Arc::new(value)));
@@ -414,10 +428,18 @@ impl JsonView {
         }
         Some(cur)
     }
-    fn child(&self, seg: Seg) -> MjValue {
-        let mut path = self.path.clone();
+    fn child(&self, seg: Seg, value: &Value) -> MjValue {
+        // Scalars are converted at once; only containers get a (lazy) view.
+        if !matches!(value, Value::Object(_) | Value::Array(_)) {
+            return scalar(value);
+        }
+        let mut path = Vec::with_capacity(self.path.len() + 1);
+        path.extend(self.path.iter().cloned());
         path.push(seg);
-        Self::wrap(self.root.clone(), path)
+        MjValue::from_object(JsonView {
+            root: self.root.clone(),
+            path,
+        })
     }
 }
 
@@ -450,11 +472,7 @@ impl Object for JsonView {
         match self.get()? {
             Value::Object(m) => {
                 let k = key.as_str()?;
-                if m.contains_key(k) {
-                    Some(self.child(Seg::Key(k.into())))
-                } else {
-                    None
-                }
+                m.get(k).map(|v| self.child(Seg::Key(k.into()), v))
             }
             Value::Array(a) => {
                 let i = key.as_i64()?;
@@ -462,7 +480,7 @@ impl Object for JsonView {
                 if idx < 0 || idx as usize >= a.len() {
                     return None;
                 }
-                Some(self.child(Seg::Idx(idx as usize)))
+                Some(self.child(Seg::Idx(idx as usize), &a[idx as usize]))
             }
             _ => None,
         }

@@ -2,7 +2,7 @@
 //! compiled, edges indexed, reachability precomputed for fan-in.
 
 use crate::document::{self, EdgeKind, OnError, Reducer, RetryPolicy, Workflow, END, START};
-use crate::expr::{is_template, ExprError, Scope, Template};
+use crate::expr::{is_template, Context, ExprError, Scope, Template};
 use crate::node::{Catalog, Node};
 use crate::validate::{self, Problem};
 use serde_json::{Map, Value};
@@ -43,17 +43,30 @@ impl CompiledValue {
     pub fn render(&self, scope: &Scope) -> Result<Value, (String, ExprError)> {
         match self {
             CompiledValue::Static(v) => Ok(v.clone()),
-            CompiledValue::Template(t) => t.eval(scope).map_err(|e| (String::new(), e)),
+            other => other.render_in(&scope.context()),
+        }
+    }
+
+    /// Evaluates every template against a prepared context.
+    pub fn render_in(&self, scope: &Context) -> Result<Value, (String, ExprError)> {
+        match self {
+            CompiledValue::Static(v) => Ok(v.clone()),
+            CompiledValue::Template(t) => t.eval_in(scope).map_err(|e| (String::new(), e)),
             CompiledValue::Array(a) => a
                 .iter()
                 .enumerate()
-                .map(|(i, x)| x.render(scope).map_err(|(p, e)| (format!("[{i}]{p}"), e)))
+                .map(|(i, x)| {
+                    x.render_in(scope)
+                        .map_err(|(p, e)| (format!("[{i}]{p}"), e))
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array),
             CompiledValue::Object(o) => {
                 let mut m = Map::with_capacity(o.len());
                 for (k, x) in o {
-                    let v = x.render(scope).map_err(|(p, e)| (format!(".{k}{p}"), e))?;
+                    let v = x
+                        .render_in(scope)
+                        .map_err(|(p, e)| (format!(".{k}{p}"), e))?;
                     m.insert(k.clone(), v);
                 }
                 Ok(Value::Object(m))
@@ -135,8 +148,13 @@ impl CompiledNode {
     /// Renders the config for one execution.
     pub fn render_config(&self, scope: &Scope) -> Result<Value, (String, ExprError)> {
         let mut m = Map::with_capacity(self.config.len());
+        let mut ctx = None;
         for (k, v) in &self.config {
-            let x = v.render(scope).map_err(|(p, e)| (format!("{k}{p}"), e))?;
+            let x = match v {
+                CompiledValue::Static(s) => Ok(s.clone()),
+                other => other.render_in(ctx.get_or_insert_with(|| scope.context())),
+            }
+            .map_err(|(p, e)| (format!("{k}{p}"), e))?;
             m.insert(k.clone(), x);
         }
         Ok(Value::Object(m))

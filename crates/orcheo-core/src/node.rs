@@ -332,6 +332,10 @@ pub struct NodeContext {
 impl NodeContext {
     /// Deserialises the rendered config into the node's typed config struct.
     pub fn config_as<T: DeserializeOwned>(&self) -> Result<T, NodeError> {
+        // Fast path; on failure decode again while tracking the path for the message.
+        if let Ok(v) = T::deserialize(&self.config) {
+            return Ok(v);
+        }
         serde_path_to_error::deserialize(&self.config).map_err(|e| {
             let path = e.path().to_string();
             let where_ = if path == "." {
