@@ -55,9 +55,9 @@ impl RunStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pending {
     /// The node to run.
-    pub node: String,
+    pub node: Arc<str>,
     /// Nodes whose edges activated it (`__start__` for entry), in activation order.
-    pub sources: Vec<String>,
+    pub sources: Vec<Arc<str>>,
 }
 
 /// A task paused at an interrupt.
@@ -199,7 +199,7 @@ impl From<&Checkpoint> for CheckpointSummary {
             id: c.id,
             step: c.step,
             status: c.status,
-            pending: c.pending.iter().map(|p| p.node.clone()).collect(),
+            pending: c.pending.iter().map(|p| p.node.to_string()).collect(),
             created_at: c.created_at,
         }
     }

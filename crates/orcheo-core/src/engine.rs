@@ -457,7 +457,7 @@ impl Engine {
             None,
             Route::Normal,
             &scope,
-            "__start__",
+            &Arc::from(crate::document::START),
             &mut pending,
             &run.wf,
         ) {
@@ -465,7 +465,7 @@ impl Engine {
         }
         run.pending = pending;
         run.pending
-            .sort_by_key(|p| wf.index.get(&p.node).copied().unwrap_or(usize::MAX));
+            .sort_by_key(|p| wf.index.get(&*p.node).copied().unwrap_or(usize::MAX));
         let status = if run.pending.is_empty() {
             RunStatus::Completed
         } else {
@@ -977,7 +977,7 @@ impl Engine {
             }
             let step_no = run.step + 1;
             if step_no > limit {
-                let pending: Vec<&str> = run.pending.iter().map(|p| p.node.as_str()).collect();
+                let pending: Vec<&str> = run.pending.iter().map(|p| &*p.node).collect();
                 return Err(Stop::Failed(
                     NodeError::new(
                         "recursion_limit",
@@ -986,12 +986,12 @@ impl Engine {
                             pending.join(", ")
                         ),
                     ),
-                    run.pending.first().map(|p| p.node.clone()),
+                    run.pending.first().map(|p| p.node.to_string()),
                 ));
             }
             // Fan-in: a join waits while another pending activation can still reach it.
             let wf = run.wf.clone();
-            let idx = |p: &Pending| wf.index.get(&p.node).copied().unwrap_or(usize::MAX);
+            let idx = |p: &Pending| wf.index.get(&*p.node).copied().unwrap_or(usize::MAX);
             let mut runnable = Vec::new();
             let mut deferred = Vec::new();
             for p in &run.pending {
@@ -1018,7 +1018,7 @@ impl Engine {
                     .map(|p| {
                         wf.nodes
                             .get(idx(p))
-                            .map_or_else(|| Arc::from(p.node.as_str()), |n| n.id.clone())
+                            .map_or_else(|| p.node.clone(), |n| n.id.clone())
                     })
                     .collect(),
             });
@@ -1209,21 +1209,21 @@ impl Engine {
         &self,
         run: &Run,
         ni: usize,
-        sources: &[String],
+        sources: &[Arc<str>],
         step: u32,
         prior: &Prior,
         resume: Option<&ResumeInput>,
     ) -> TaskOutcome {
         let node = &run.wf.nodes[ni];
         // Outputs of the activating nodes, in document order (not activation order).
-        let mut sources: Vec<&String> = sources.iter().collect();
-        sources.sort_by_key(|s| run.wf.index.get(s.as_str()).copied().unwrap_or(usize::MAX));
+        let mut sources: Vec<&Arc<str>> = sources.iter().collect();
+        sources.sort_by_key(|s| run.wf.index.get(&***s).copied().unwrap_or(usize::MAX));
         let inputs: Vec<(String, Arc<Value>)> = sources
             .into_iter()
             .filter_map(|s| {
                 run.results
-                    .get_shared(s.as_str())
-                    .map(|v| (s.clone(), v.clone()))
+                    .get_shared(s)
+                    .map(|v| (s.to_string(), v.clone()))
             })
             .collect();
         let inputs = Arc::new(inputs);
@@ -1430,9 +1430,11 @@ impl Engine {
         prior: &Prior,
         resume: Option<&ResumeInput>,
     ) -> ItemOutcome {
-        let key = (node.id.to_string(), index);
+        // Most executions have no earlier writes: skip building the lookup key then.
+        let key = (!prior.done.is_empty() || !prior.attempts.is_empty())
+            .then(|| (node.id.to_string(), index));
         let mut resume_value = None;
-        if let Some((attempt, kind)) = prior.done.get(&key) {
+        if let Some((attempt, kind)) = key.as_ref().and_then(|k| prior.done.get(k)) {
             match kind {
                 WriteKind::Done { output, route } => {
                     return ItemOutcome::Done {
@@ -1496,7 +1498,12 @@ impl Engine {
                 _ => {}
             }
         }
-        let mut attempt = prior.attempts.get(&key).copied().unwrap_or(0) + 1;
+        let mut attempt = key
+            .as_ref()
+            .and_then(|k| prior.attempts.get(k))
+            .copied()
+            .unwrap_or(0)
+            + 1;
         let policy = node.retry.clone().unwrap_or(crate::document::RetryPolicy {
             max_attempts: Some(1),
             ..Default::default()
@@ -1716,22 +1723,22 @@ fn route_edges(
     branch: Option<&str>,
     route: Route,
     scope: &Scope,
-    source: &str,
+    source: &Arc<str>,
     next: &mut Vec<Pending>,
     wf: &CompiledWorkflow,
 ) -> Result<(), NodeError> {
     let activate = |target: Option<usize>, next: &mut Vec<Pending>| {
         let Some(t) = target else { return };
-        let id = wf.nodes[t].id.to_string();
-        match next.iter_mut().find(|p| p.node == id) {
+        let id = &wf.nodes[t].id;
+        match next.iter_mut().find(|p| p.node == *id) {
             Some(p) => {
                 if !p.sources.iter().any(|s| s == source) {
-                    p.sources.push(source.to_string());
+                    p.sources.push(source.clone());
                 }
             }
             None => next.push(Pending {
-                node: id,
-                sources: vec![source.to_string()],
+                node: id.clone(),
+                sources: vec![source.clone()],
             }),
         }
     };

@@ -694,7 +694,7 @@ async fn fork_with_edited_state_changes_the_outcome() {
     let cps = h.store.all(&base.run_id);
     let at_loop = cps
         .iter()
-        .find(|c| c.pending.iter().any(|p| p.node == "loop"))
+        .find(|c| c.pending.iter().any(|p| &*p.node == "loop"))
         .unwrap();
     let mut patch = serde_json::Map::new();
     patch.insert("n".into(), json!(100));
