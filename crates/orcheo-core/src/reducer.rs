@@ -15,7 +15,8 @@ pub struct ReduceError {
     pub reason: String,
 }
 
-fn kind(v: &Value) -> &'static str {
+/// "a list", "an object", ...: a JSON value's type for error messages.
+pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -40,38 +41,10 @@ pub fn apply(
     };
     match reducer {
         Reducer::Replace => *current = update,
-        Reducer::Append => {
-            if current.is_null() {
-                *current = Value::Array(Vec::new());
-            }
-            let Value::Array(list) = current else {
-                return Err(fail(format!(
-                    "the field holds {}, not a list",
-                    kind(current)
-                )));
-            };
-            match update {
-                Value::Array(items) => list.extend(items),
-                Value::Null => {}
-                other => list.push(other),
-            }
-        }
+        Reducer::Append => list_of(current, "a list", &fail)?.extend(items(update)),
         Reducer::Union => {
-            if current.is_null() {
-                *current = Value::Array(Vec::new());
-            }
-            let Value::Array(list) = current else {
-                return Err(fail(format!(
-                    "the field holds {}, not a list",
-                    kind(current)
-                )));
-            };
-            let items = match update {
-                Value::Array(items) => items,
-                Value::Null => Vec::new(),
-                other => vec![other],
-            };
-            for item in items {
+            let list = list_of(current, "a list", &fail)?;
+            for item in items(update) {
                 if !list.contains(&item) {
                     list.push(item);
                 }
@@ -160,21 +133,8 @@ pub fn apply(
             }
         }
         Reducer::Messages => {
-            if current.is_null() {
-                *current = Value::Array(Vec::new());
-            }
-            let Value::Array(list) = current else {
-                return Err(fail(format!(
-                    "the field holds {}, not a list of messages",
-                    kind(current)
-                )));
-            };
-            let items = match update {
-                Value::Array(items) => items,
-                Value::Null => Vec::new(),
-                other => vec![other],
-            };
-            for item in items {
+            let list = list_of(current, "a list of messages", &fail)?;
+            for item in items(update) {
                 let id = item.get("id").filter(|v| !v.is_null()).cloned();
                 match id.and_then(|id| list.iter().position(|m| m.get("id") == Some(&id))) {
                     Some(pos) => list[pos] = item,
@@ -184,6 +144,31 @@ pub fn apply(
         }
     }
     Ok(())
+}
+
+/// The list a field holds (a new empty one for null), or the reducer's error.
+fn list_of<'a>(
+    current: &'a mut Value,
+    what: &str,
+    fail: &dyn Fn(String) -> ReduceError,
+) -> Result<&'a mut Vec<Value>, ReduceError> {
+    if current.is_null() {
+        *current = Value::Array(Vec::new());
+    }
+    let desc = kind(current);
+    match current {
+        Value::Array(list) => Ok(list),
+        _ => Err(fail(format!("the field holds {desc}, not {what}"))),
+    }
+}
+
+/// The items an update adds to a list: its elements, nothing for null, or itself.
+fn items(update: Value) -> Vec<Value> {
+    match update {
+        Value::Array(items) => items,
+        Value::Null => Vec::new(),
+        other => vec![other],
+    }
 }
 
 fn number(f: f64) -> Value {

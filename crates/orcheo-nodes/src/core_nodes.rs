@@ -309,7 +309,7 @@ impl Node for Merge {
                                 "merge",
                                 format!(
                                     "combine needs objects, but the input from `{src}` is {}",
-                                    type_name(&other)
+                                    orcheo_core::reducer::kind(&other)
                                 ),
                             ))
                         }
@@ -330,17 +330,6 @@ impl Node for Merge {
                 .unwrap_or(Value::Null),
         };
         Ok(NodeOutput::output(output).into())
-    }
-}
-
-pub(crate) fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 
