@@ -1036,8 +1036,18 @@ impl Engine {
                     )
                 }
             });
-            let mut outcomes: Vec<(usize, TaskOutcome)> =
-                futures::future::join_all(futures).instrument(span).await;
+            let mut outcomes: Vec<(usize, TaskOutcome)> = if runnable.len() == 1 {
+                // A step with one task (a chain) needs no join machinery.
+                let p = &runnable[0];
+                let i = idx(p);
+                let o = self
+                    .run_task(run_ref, i, &p.sources, step_no, prior_ref, resume_ref)
+                    .instrument(span)
+                    .await;
+                vec![(i, o)]
+            } else {
+                futures::future::join_all(futures).instrument(span).await
+            };
             outcomes.sort_by_key(|(i, _)| *i);
             *prior = Prior::default();
             *resume = None;
