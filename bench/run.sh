@@ -48,13 +48,17 @@ RAW="$OUT/raw.jsonl"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT/machine.txt"
 
+if [ "$WORKLOAD" = all ]; then WORKLOADS="chain fanout map"; else WORKLOADS="$WORKLOAD"; fi
+# Each workload runs on both sides back to back, so that both see the same machine conditions.
 for round in $(seq 1 "$ROUNDS"); do
-  echo "== round $round/$ROUNDS: orcheo" >&2
-  "$BIN" --runtime "$RUNTIME" --workload "$WORKLOAD" --budget-ms "$BUDGET_MS" \
-    | sed "s/^{/{\"round\":$round,/" | tee -a "$RAW"
-  echo "== round $round/$ROUNDS: langgraph" >&2
-  "$VENV/bin/python" "$ROOT/bench/langgraph_bench.py" --workload "$WORKLOAD" --budget-ms "$BUDGET_MS" \
-    | sed "s/^{/{\"round\": $round, /" | tee -a "$RAW"
+  for w in $WORKLOADS; do
+    echo "== round $round/$ROUNDS, $w: orcheo" >&2
+    "$BIN" --runtime "$RUNTIME" --workload "$w" --budget-ms "$BUDGET_MS" \
+      | sed "s/^{/{\"round\":$round,/" | tee -a "$RAW"
+    echo "== round $round/$ROUNDS, $w: langgraph" >&2
+    "$VENV/bin/python" "$ROOT/bench/langgraph_bench.py" --workload "$w" --budget-ms "$BUDGET_MS" \
+      | sed "s/^{/{\"round\": $round, /" | tee -a "$RAW"
+  done
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine.txt"
 
