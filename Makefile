@@ -14,9 +14,7 @@ run:
 
 ## Every check: formatting, lints, and the whole test suite.
 test:
-	cargo fmt --all --check
-	cargo clippy --workspace --all-targets -- -D warnings
-	cargo test --workspace
+	bash scripts/test.sh
 
 build:
 	cargo build --release -p orcheo
