@@ -488,11 +488,15 @@ impl Engine {
         resume: Option<Value>,
         opts: RunOptions,
     ) -> Result<RunOutcome, EngineError> {
-        let cp_store = self.require_checkpointer("resuming a run needs its checkpoints")?;
-        let cp = cp_store.latest(run_id).await?.ok_or_else(|| {
-            EngineError::NotFound(format!("run `{run_id}` has no checkpoint to resume from"))
-        })?;
+        let cp = self.latest_checkpoint(run_id).await?;
         self.continue_from(wf, cp, resume, opts).await
+    }
+
+    async fn latest_checkpoint(&self, run_id: &str) -> Result<Checkpoint, EngineError> {
+        let store = self.require_checkpointer("resuming a run needs its checkpoints")?;
+        store.latest(run_id).await?.ok_or_else(|| {
+            EngineError::NotFound(format!("run `{run_id}` has no checkpoint to resume from"))
+        })
     }
 
     /// Resumes a run from one of its checkpoints. Only the latest checkpoint can be continued
@@ -505,11 +509,7 @@ impl Engine {
         resume: Option<Value>,
         opts: RunOptions,
     ) -> Result<RunOutcome, EngineError> {
-        let store = self.require_checkpointer("resuming a run needs its checkpoints")?;
-        let latest = store
-            .latest(run_id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("run `{run_id}` has no checkpoints")))?;
+        let latest = self.latest_checkpoint(run_id).await?;
         if latest.id != checkpoint {
             return Err(EngineError::NotResumable(format!(
                 "checkpoint {checkpoint} is not the latest of run `{run_id}` (that is {}); fork from it to run again from there",
