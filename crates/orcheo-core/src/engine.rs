@@ -205,6 +205,7 @@ impl EngineBuilder {
 
 /// Emits a run's events with gapless sequence numbers.
 struct Emitter {
+    enabled: bool,
     run_id: Arc<str>,
     seq: AtomicU64,
     sink: Arc<dyn EventSink>,
@@ -215,6 +216,14 @@ impl Emitter {
     fn emit(&self, kind: EventKind) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         self.emit_at(seq, kind);
+    }
+    /// Emits an event built only when the sink keeps events (the number is used either way,
+    /// so sequence numbers do not depend on the sink).
+    fn emit_with(&self, kind: impl FnOnce() -> EventKind) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        if self.enabled {
+            self.emit_at(seq, kind());
+        }
     }
     fn emit_at(&self, seq: u64, kind: EventKind) {
         self.sink.emit(Event {
@@ -425,6 +434,7 @@ impl Engine {
             }
         }
         let emitter = Arc::new(Emitter {
+            enabled: self.inner.sink.enabled(),
             run_id: run_id.clone(),
             seq: AtomicU64::new(1),
             sink: self.inner.sink.clone(),
@@ -563,6 +573,7 @@ impl Engine {
         if cp.status == RunStatus::Waiting {
             // A fork of a paused run is paused too: record it and let the caller resume it.
             let emitter = Emitter {
+                enabled: self.inner.sink.enabled(),
                 run_id: new_id.as_str().into(),
                 seq: AtomicU64::new(1),
                 sink: self.inner.sink.clone(),
@@ -710,6 +721,7 @@ impl Engine {
             writes.extend(store.writes(&cp.run_id, cp.id).await?);
         }
         let emitter = Arc::new(Emitter {
+            enabled: self.inner.sink.enabled(),
             run_id: run_id.clone(),
             seq: AtomicU64::new(
                 cp.next_seq
@@ -1011,7 +1023,7 @@ impl Engine {
                 // Joins waiting on each other (a cycle): run them all rather than deadlock.
                 runnable = std::mem::take(&mut deferred);
             }
-            run.emitter.emit(EventKind::StepStarted {
+            run.emitter.emit_with(|| EventKind::StepStarted {
                 step: step_no,
                 nodes: runnable
                     .iter()
@@ -1323,7 +1335,7 @@ impl Engine {
             return TaskOutcome::Interrupted { waiting };
         }
         let output = Value::Array(outputs);
-        run.emitter.emit(EventKind::NodeCompleted {
+        run.emitter.emit_with(|| EventKind::NodeCompleted {
             node: node.id.clone(),
             step,
             attempt: 1,
@@ -1481,7 +1493,7 @@ impl Engine {
                                     e.to_string(),
                                 ));
                             }
-                            run.emitter.emit(EventKind::NodeCompleted {
+                            run.emitter.emit_with(|| EventKind::NodeCompleted {
                                 node: node.id.clone(),
                                 step,
                                 attempt: *attempt,
@@ -1532,7 +1544,7 @@ impl Engine {
         }
         loop {
             let span = tracing::info_span!("node", run_id = %run.run_id, node_id = %node.id, attempt, index = ?index);
-            run.emitter.emit(EventKind::NodeStarted {
+            run.emitter.emit_with(|| EventKind::NodeStarted {
                 node: node.id.clone(),
                 step,
                 attempt,
@@ -1560,9 +1572,13 @@ impl Engine {
                         runtime: run.runtime.clone(),
                         events: run.emitter.clone(),
                     };
-                    let permit = tokio::select! {
-                        p = run.sem.acquire() => p.ok(),
-                        _ = run.cancel.cancelled() => return ItemOutcome::Cancelled,
+                    // A free permit is taken at once; otherwise wait, unless cancelled.
+                    let permit = match run.sem.try_acquire() {
+                        Ok(p) => Some(p),
+                        Err(_) => tokio::select! {
+                            p = run.sem.acquire() => p.ok(),
+                            _ = run.cancel.cancelled() => return ItemOutcome::Cancelled,
+                        },
                     };
                     let fut = node.imp.run(&ctx).instrument(span.clone());
                     let r = tokio::select! {
@@ -1618,7 +1634,7 @@ impl Engine {
                     if let Err(e) = self.record_with(run, w).await {
                         return ItemOutcome::Failed(NodeError::new("storage", e.to_string()));
                     }
-                    run.emitter.emit(EventKind::NodeCompleted {
+                    run.emitter.emit_with(|| EventKind::NodeCompleted {
                         node: node.id.clone(),
                         step,
                         attempt,

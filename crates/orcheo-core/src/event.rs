@@ -223,6 +223,10 @@ pub trait EventSink: Send + Sync {
     fn next_seq(&self, _run_id: &str) -> Option<u64> {
         None
     }
+    /// Whether the sink keeps events at all; when false the engine skips building them.
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// Drops every event.
@@ -231,6 +235,9 @@ pub struct NullSink;
 
 impl EventSink for NullSink {
     fn emit(&self, _event: Event) {}
+    fn enabled(&self) -> bool {
+        false
+    }
 }
 
 /// Keeps every event in memory (tests, `--json` replays).

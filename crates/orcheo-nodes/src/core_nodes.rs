@@ -35,10 +35,17 @@ impl Node for SetVariables {
         .example("Count and greet", json!({ "values": { "count": "{{ state.count + 1 }}", "greeting": "Hello {{ input.name }}" } }))
     }
     async fn run(&self, ctx: &NodeContext) -> Result<NodeResult, NodeError> {
-        let c: SetConfig = ctx.config_as()?;
+        // The common, well-formed case reads `values` directly; anything else gets the typed
+        // decode and its precise error message.
+        let values = match ctx.config.as_object().and_then(|c| c.get("values")) {
+            Some(Value::Object(v)) if ctx.config.as_object().is_some_and(|c| c.len() == 1) => {
+                v.clone()
+            }
+            _ => ctx.config_as::<SetConfig>()?.values,
+        };
         Ok(NodeOutput {
-            output: Value::Object(c.values.clone()),
-            update: c.values,
+            output: Value::Object(values.clone()),
+            update: values,
             ..Default::default()
         }
         .into())
