@@ -481,12 +481,12 @@ impl Engine {
         } else {
             RunStatus::Running
         };
-        self.save(&mut run, status, Vec::new(), Vec::new(), None, 0)
+        self.save(&mut run, status, Vec::new(), Vec::new(), None)
             .await?;
         if status == RunStatus::Completed {
             return Ok(self.finish_completed(run));
         }
-        self.drive(run, Prior::default(), None, opts.depth).await
+        self.drive(run, Prior::default(), None).await
     }
 
     /// Resumes a run from its latest checkpoint: after a crash (running), with a value for a
@@ -755,18 +755,11 @@ impl Engine {
         run.carried = cp.writes.clone();
         run.wrote_checkpoint = true;
         if run.pending.is_empty() {
-            self.save(
-                &mut run,
-                RunStatus::Completed,
-                Vec::new(),
-                Vec::new(),
-                None,
-                0,
-            )
-            .await?;
+            self.save(&mut run, RunStatus::Completed, Vec::new(), Vec::new(), None)
+                .await?;
             return Ok(self.finish_completed(run));
         }
-        self.drive(run, Prior::from_writes(&writes), resume_input, opts.depth)
+        self.drive(run, Prior::from_writes(&writes), resume_input)
             .await
     }
 
@@ -778,7 +771,6 @@ impl Engine {
         writes: Vec<TaskWrite>,
         waiting: Vec<Waiting>,
         error: Option<NodeError>,
-        _depth: usize,
     ) -> Result<(), EngineError> {
         let Some(store) = &self.inner.checkpointer else {
             return Ok(());
@@ -868,7 +860,6 @@ impl Engine {
             writes,
             Vec::new(),
             Some(error.clone()),
-            0,
         )
         .await?;
         tracing::warn!(run_id = %run.run_id, node = ?node, error = %error.message, "run failed");
@@ -882,11 +873,7 @@ impl Engine {
         Ok(out)
     }
 
-    async fn finish_cancelled(
-        &self,
-        mut run: Run,
-        prior_writes: Vec<TaskWrite>,
-    ) -> Result<RunOutcome, EngineError> {
+    async fn finish_cancelled(&self, mut run: Run) -> Result<RunOutcome, EngineError> {
         if run.timed_out.load(Ordering::Relaxed) {
             let limit = run
                 .wf
@@ -900,12 +887,10 @@ impl Engine {
                 "run_timeout",
                 format!("the run exceeded its time limit of {limit} (settings.run_timeout)"),
             );
-            run.carried.splice(0..0, prior_writes);
             return self.finish_failed(run, err, None).await;
         }
-        let mut writes = prior_writes;
-        writes.extend(self.step_writes(&mut run).await?);
-        self.save(&mut run, RunStatus::Cancelled, writes, Vec::new(), None, 0)
+        let writes = self.step_writes(&mut run).await?;
+        self.save(&mut run, RunStatus::Cancelled, writes, Vec::new(), None)
             .await?;
         run.emit_closing(EventKind::RunCancelled {
             reason: "cancelled on request".into(),
@@ -919,7 +904,6 @@ impl Engine {
         mut run: Run,
         mut prior: Prior,
         mut resume: Option<ResumeInput>,
-        _depth: usize,
     ) -> Result<RunOutcome, EngineError> {
         let watchdog = run.wf.doc.settings.run_timeout.as_ref().map(|limit| {
             let remaining = limit.as_millis().saturating_sub(run.active_before_ms);
@@ -936,24 +920,13 @@ impl Engine {
             w.abort();
         }
         match result {
-            Ok(Some(status)) => match status {
-                RunStatus::Completed => Ok(self.finish_completed(run)),
-                _ => Ok(self.outcome(&run, status)),
-            },
-            Ok(None) => unreachable_outcome(&run),
+            Ok(()) => Ok(self.finish_completed(run)),
             Err(Stop::Failed(e, node)) => self.finish_failed(run, e, node).await,
-            Err(Stop::Cancelled(prior_writes)) => self.finish_cancelled(run, prior_writes).await,
+            Err(Stop::Cancelled) => self.finish_cancelled(run).await,
             Err(Stop::Waiting(waiting)) => {
                 let writes = self.step_writes(&mut run).await?;
-                self.save(
-                    &mut run,
-                    RunStatus::Waiting,
-                    writes,
-                    waiting.clone(),
-                    None,
-                    0,
-                )
-                .await?;
+                self.save(&mut run, RunStatus::Waiting, writes, waiting.clone(), None)
+                    .await?;
                 if let Some(w) = waiting.first() {
                     run.emit_closing(EventKind::RunWaiting {
                         node: w.node.clone(),
@@ -976,16 +949,14 @@ impl Engine {
         run: &mut Run,
         prior: &mut Prior,
         resume: &mut Option<ResumeInput>,
-    ) -> Result<Option<RunStatus>, Stop> {
+    ) -> Result<(), Stop> {
         let limit = run.wf.doc.settings.recursion_limit();
         loop {
             if run.pending.is_empty() {
-                return Ok(Some(RunStatus::Completed));
+                return Ok(());
             }
-            // Prior writes of the superstep being continued stay in this checkpoint's record.
-            let carried: Vec<TaskWrite> = Vec::new();
             if run.cancel.is_cancelled() {
-                return Err(Stop::Cancelled(carried));
+                return Err(Stop::Cancelled);
             }
             let step_no = run.step + 1;
             if step_no > limit {
@@ -1069,7 +1040,7 @@ impl Engine {
                     .iter()
                     .any(|(_, o)| matches!(o, TaskOutcome::Cancelled))
             {
-                return Err(Stop::Cancelled(Vec::new()));
+                return Err(Stop::Cancelled);
             }
             if let Some((i, TaskOutcome::Failed { error })) = outcomes
                 .iter()
@@ -1188,7 +1159,7 @@ impl Engine {
             } else {
                 RunStatus::Running
             };
-            self.save(run, status, Vec::new(), Vec::new(), None, 0)
+            self.save(run, status, Vec::new(), Vec::new(), None)
                 .await
                 .map_err(Stop::Storage)?;
         }
@@ -1705,16 +1676,9 @@ impl Engine {
     }
 }
 
-fn unreachable_outcome(run: &Run) -> Result<RunOutcome, EngineError> {
-    Err(EngineError::NotResumable(format!(
-        "run `{}` stopped without a status",
-        run.run_id
-    )))
-}
-
 enum Stop {
     Failed(NodeError, Option<String>),
-    Cancelled(Vec<TaskWrite>),
+    Cancelled,
     Waiting(Vec<Waiting>),
     Storage(EngineError),
 }
