@@ -433,13 +433,7 @@ impl Engine {
                 })?;
             }
         }
-        let emitter = Arc::new(Emitter {
-            enabled: self.inner.sink.enabled(),
-            run_id: run_id.clone(),
-            seq: AtomicU64::new(1),
-            sink: self.inner.sink.clone(),
-            clock: self.inner.clock.clone(),
-        });
+        let emitter = self.emitter(run_id.clone(), 1);
         emitter.emit(EventKind::RunStarted {
             workflow: wf.doc.name.clone(),
             input: input.clone(),
@@ -572,13 +566,7 @@ impl Engine {
         };
         if cp.status == RunStatus::Waiting {
             // A fork of a paused run is paused too: record it and let the caller resume it.
-            let emitter = Emitter {
-                enabled: self.inner.sink.enabled(),
-                run_id: new_id.as_str().into(),
-                seq: AtomicU64::new(1),
-                sink: self.inner.sink.clone(),
-                clock: self.inner.clock.clone(),
-            };
+            let emitter = self.emitter(new_id.as_str().into(), 1);
             emitter.emit(EventKind::RunStarted {
                 workflow: wf.doc.name.clone(),
                 input: (*cp.input).clone(),
@@ -616,6 +604,17 @@ impl Engine {
         };
         self.continue_from_inner(wf, cp, None, opts, Some(fork_ref))
             .await
+    }
+
+    /// The event emitter of a run whose next sequence number is `next_seq`.
+    fn emitter(&self, run_id: Arc<str>, next_seq: u64) -> Arc<Emitter> {
+        Arc::new(Emitter {
+            enabled: self.inner.sink.enabled(),
+            run_id,
+            seq: AtomicU64::new(next_seq.max(1)),
+            sink: self.inner.sink.clone(),
+            clock: self.inner.clock.clone(),
+        })
     }
 
     fn require_checkpointer(&self, why: &str) -> Result<&Arc<dyn Checkpointer>, EngineError> {
@@ -720,17 +719,10 @@ impl Engine {
         if let Some(store) = &self.inner.checkpointer {
             writes.extend(store.writes(&cp.run_id, cp.id).await?);
         }
-        let emitter = Arc::new(Emitter {
-            enabled: self.inner.sink.enabled(),
-            run_id: run_id.clone(),
-            seq: AtomicU64::new(
-                cp.next_seq
-                    .max(self.inner.sink.next_seq(&run_id).unwrap_or(1))
-                    .max(1),
-            ),
-            sink: self.inner.sink.clone(),
-            clock: self.inner.clock.clone(),
-        });
+        let next = cp
+            .next_seq
+            .max(self.inner.sink.next_seq(&run_id).unwrap_or(1));
+        let emitter = self.emitter(run_id.clone(), next);
         emitter.emit(EventKind::RunStarted {
             workflow: wf.doc.name.clone(),
             input: (*cp.input).clone(),
