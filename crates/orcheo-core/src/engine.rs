@@ -25,7 +25,7 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::Semaphore;
@@ -207,23 +207,38 @@ impl EngineBuilder {
 struct Emitter {
     enabled: bool,
     run_id: Arc<str>,
-    seq: AtomicU64,
+    /// The next sequence number. Held while an event is handed to the sink, so events of
+    /// concurrent tasks reach the sink in sequence order (live streams rely on it).
+    seq: Mutex<u64>,
     sink: Arc<dyn EventSink>,
     clock: Arc<dyn Clock>,
 }
 
 impl Emitter {
     fn emit(&self, kind: EventKind) {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        self.emit_at(seq, kind);
+        let mut seq = self.lock_seq();
+        self.emit_at(*seq, kind);
+        *seq += 1;
     }
     /// Emits an event built only when the sink keeps events (the number is used either way,
     /// so sequence numbers do not depend on the sink).
     fn emit_with(&self, kind: impl FnOnce() -> EventKind) {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         if self.enabled {
-            self.emit_at(seq, kind());
+            let kind = kind();
+            self.emit(kind);
+        } else {
+            self.reserve(1);
         }
+    }
+    fn lock_seq(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.seq.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Takes `n` consecutive numbers and returns the first.
+    fn reserve(&self, n: u64) -> u64 {
+        let mut seq = self.lock_seq();
+        let first = *seq;
+        *seq += n;
+        first
     }
     fn emit_at(&self, seq: u64, kind: EventKind) {
         self.sink.emit(Event {
@@ -611,7 +626,7 @@ impl Engine {
         Arc::new(Emitter {
             enabled: self.inner.sink.enabled(),
             run_id,
-            seq: AtomicU64::new(next_seq.max(1)),
+            seq: Mutex::new(next_seq.max(1)),
             sink: self.inner.sink.clone(),
             clock: self.inner.clock.clone(),
         })
@@ -769,7 +784,7 @@ impl Engine {
         };
         // One number for checkpoint_saved, one more for the closing event of a pause or an end.
         let reserve = if status == RunStatus::Running { 1 } else { 2 };
-        let saved_seq = run.emitter.seq.fetch_add(reserve, Ordering::Relaxed);
+        let saved_seq = run.emitter.reserve(reserve);
         let parent = if run.wrote_checkpoint {
             Some(run.checkpoint_id)
         } else {
@@ -799,9 +814,8 @@ impl Engine {
             workflow_hash: run.wf.hash.clone(),
             forked_from: run.forked_from.clone(),
         };
-        store.put(cp).await?;
-        run.checkpoint_id = id;
-        run.wrote_checkpoint = true;
+        // Announced before the write: a storing sink that writes events and checkpoints in one
+        // ordered queue then never holds a checkpoint without the events numbered before it.
         run.emitter.emit_at(
             saved_seq,
             EventKind::CheckpointSaved {
@@ -809,6 +823,9 @@ impl Engine {
                 step: run.step,
             },
         );
+        store.put(cp).await?;
+        run.checkpoint_id = id;
+        run.wrote_checkpoint = true;
         run.closing_seq = (reserve == 2).then_some(saved_seq + 1);
         Ok(())
     }
