@@ -6,6 +6,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:+$HOME/.cache/orcheo-target}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 cargo fmt --all --check
+# The store and server suites run against SQLite and a real PostgreSQL.
+bash scripts/ensure-postgres.sh
 cargo clippy --workspace --all-targets -- -D warnings
 
 if cargo nextest --version >/dev/null 2>&1; then
