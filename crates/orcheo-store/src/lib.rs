@@ -378,7 +378,7 @@ pub(crate) fn decode_cursor(cursor: &str) -> Result<(i64, String), StoreError> {
             "invalid cursor `{cursor}`: pass the next_cursor of a previous page unchanged"
         ))
     };
-    if cursor.len() % 2 != 0 || cursor.len() > 512 {
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 512 {
         return Err(bad());
     }
     let bytes: Vec<u8> = (0..cursor.len())

@@ -1,6 +1,8 @@
-//! `orcheo`: one binary that is the CLI (and, in later releases, the server and the worker).
+//! `orcheo`: one binary that is the server (with its worker), the local runner and the CLI.
 
+mod client;
 mod local;
+mod serve;
 
 /// mimalloc: the engine allocates many small short-lived values per step, where it is about
 /// twice as fast as the system allocator (see BENCHMARKS.md).
@@ -52,6 +54,25 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
+    /// Start the server: the API, live streams and the worker (SQLite by default).
+    Serve(serve::ServeArgs),
+    /// Manage API keys in the server's database.
+    #[command(subcommand)]
+    ApiKey(serve::ApiKeyCommand),
+    /// Work with workflows on a server: push, list, show, versions, diff, run, logs.
+    Workflow {
+        #[command(subcommand)]
+        command: client::WorkflowCommand,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// Show a run's status and outcome on a server.
+    RunStatus {
+        /// The run id.
+        run_id: String,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
     /// List the checkpoints of a local run.
     Checkpoints {
         /// The run id.
@@ -64,10 +85,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The server logs what it does by default; the CLI stays quiet unless asked.
+    let default_log = if matches!(cli.command, Command::Serve(_)) {
+        "info,sqlx=warn,tower_http=warn"
+    } else {
+        "off"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ORCHEO_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -88,8 +115,23 @@ pub fn out(text: &str) {
     let _ = writeln!(stdout, "{text}");
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
+        Command::Serve(args) => runtime()?.block_on(serve::serve(args)),
+        Command::ApiKey(cmd) => runtime()?.block_on(serve::api_key(cmd)),
+        Command::Workflow { command, remote } => {
+            runtime()?.block_on(client::workflow(command, remote))
+        }
+        Command::RunStatus { run_id, remote } => {
+            runtime()?.block_on(client::run_status(run_id, remote))
+        }
         Command::Run(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
