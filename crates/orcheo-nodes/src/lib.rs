@@ -3,12 +3,14 @@
 
 mod core_nodes;
 pub mod docs;
+mod files;
 mod flow;
 
 use orcheo_core::node::Catalog;
 use std::sync::Arc;
 
 pub use core_nodes::*;
+pub use files::*;
 pub use flow::*;
 
 /// Every built-in node type.
@@ -26,7 +28,8 @@ pub fn catalog() -> Catalog {
         .register(Stop)
         .register(NoOp)
         .register(HumanApproval)
-        .register(SubWorkflow);
+        .register(SubWorkflow)
+        .register(WriteFile);
     c
 }
 

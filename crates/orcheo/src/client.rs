@@ -458,9 +458,7 @@ fn print_event(e: &Value, json: bool) {
         "run_cancelled" => e["reason"].as_str().unwrap_or("").to_string(),
         _ => String::new(),
     };
-    crate::out(
-        format!("{seq:>5} {ty:<16} {node:<20} {extra}").trim_end(),
-    );
+    crate::out(format!("{seq:>5} {ty:<16} {node:<20} {extra}").trim_end());
 }
 
 /// Streams events over SSE, reconnecting with Last-Event-ID until the run ends.
