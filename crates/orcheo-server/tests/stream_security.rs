@@ -10,7 +10,11 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-both!(sse_reconnects_without_gaps_or_duplicates, websocket_resumes_after_seq, every_route_checks_its_key_and_scope);
+both!(
+    sse_reconnects_without_gaps_or_duplicates,
+    websocket_resumes_after_seq,
+    every_route_checks_its_key_and_scope
+);
 
 /// A workflow that emits many events slowly: a loop of `n` steps with a short delay each.
 fn ticker(n: u32) -> Value {
@@ -24,20 +28,33 @@ fn ticker(n: u32) -> Value {
 }
 
 /// Reads SSE events until `max` arrived or the stream ended; returns (seq, type) pairs.
-async fn read_sse(s: &TestServer, run: &str, last_id: Option<u64>, max: usize) -> (Vec<(u64, String)>, bool) {
-    let mut req = s.http.get(s.url(&format!("/api/runs/{run}/stream"))).bearer_auth(&s.admin);
+async fn read_sse(
+    s: &TestServer,
+    run: &str,
+    last_id: Option<u64>,
+    max: usize,
+) -> (Vec<(u64, String)>, bool) {
+    let mut req = s
+        .http
+        .get(s.url(&format!("/api/runs/{run}/stream")))
+        .bearer_auth(&s.admin);
     if let Some(id) = last_id {
         req = req.header("Last-Event-ID", id.to_string());
     }
     let res = req.send().await.expect("stream");
     assert_eq!(res.status().as_u16(), 200);
-    assert!(res.headers()["content-type"].to_str().unwrap_or("").starts_with("text/event-stream"));
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap_or("")
+        .starts_with("text/event-stream"));
     let mut body = res.bytes_stream();
     let mut buf = String::new();
     let mut out = Vec::new();
     let (mut id, mut data) = (None, String::new());
     while out.len() < max {
-        let Some(chunk) = body.next().await else { return (out, true) };
+        let Some(chunk) = body.next().await else {
+            return (out, true);
+        };
         buf.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
         while let Some(i) = buf.find('\n') {
             let line = buf[..i].to_string();
@@ -48,8 +65,15 @@ async fn read_sse(s: &TestServer, run: &str, last_id: Option<u64>, max: usize) -
                 data.push_str(v.trim_start());
             } else if line.is_empty() && !data.is_empty() {
                 let e: Value = serde_json::from_str(&data).expect("event json");
-                assert_eq!(Some(e["seq"].as_u64().expect("seq")), id, "SSE id is the sequence number");
-                out.push((e["seq"].as_u64().unwrap_or(0), e["type"].as_str().unwrap_or("").to_string()));
+                assert_eq!(
+                    Some(e["seq"].as_u64().expect("seq")),
+                    id,
+                    "SSE id is the sequence number"
+                );
+                out.push((
+                    e["seq"].as_u64().unwrap_or(0),
+                    e["type"].as_str().unwrap_or("").to_string(),
+                ));
                 data.clear();
                 if out.len() >= max {
                     break;
@@ -79,27 +103,55 @@ async fn sse_reconnects_without_gaps_or_duplicates(b: Backend) {
         ended = got.iter().any(|(_, t)| t == "run_completed") || (closed && got.is_empty());
         seen.extend(got);
     }
-    assert!(connections > 3, "the test disconnected several times mid-run");
+    assert!(
+        connections > 3,
+        "the test disconnected several times mid-run"
+    );
     let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "every event once, in order");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
     let stored = s.events(&run).await;
-    assert_eq!(stored.len(), seen.len(), "the stream saw exactly the stored history");
+    assert_eq!(
+        stored.len(),
+        seen.len(),
+        "the stream saw exactly the stored history"
+    );
     assert_eq!(seen.last().map(|(_, t)| t.as_str()), Some("run_completed"));
     // ?after= works too, and a finished run's stream ends by itself.
     let (tail, closed) = read_sse_after(&s, &run, seqs.len() as u64 - 2).await;
     assert!(closed);
-    assert_eq!(tail.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![seqs.len() as u64 - 1, seqs.len() as u64]);
+    assert_eq!(
+        tail.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![seqs.len() as u64 - 1, seqs.len() as u64]
+    );
     s.stop().await;
 }
 
 async fn read_sse_after(s: &TestServer, run: &str, after: u64) -> (Vec<(u64, String)>, bool) {
-    let res = s.http.get(s.url(&format!("/api/runs/{run}/stream?after={after}"))).bearer_auth(&s.admin).send().await.expect("stream");
-    let text = tokio::time::timeout(Duration::from_secs(10), res.text()).await.expect("ends").expect("text");
+    let res = s
+        .http
+        .get(s.url(&format!("/api/runs/{run}/stream?after={after}")))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .expect("stream");
+    let text = tokio::time::timeout(Duration::from_secs(10), res.text())
+        .await
+        .expect("ends")
+        .expect("text");
     let evs: Vec<(u64, String)> = text
         .lines()
         .filter_map(|l| l.strip_prefix("data:"))
         .map(|d| serde_json::from_str::<Value>(d.trim()).expect("json"))
-        .map(|e| (e["seq"].as_u64().unwrap_or(0), e["type"].as_str().unwrap_or("").to_string()))
+        .map(|e| {
+            (
+                e["seq"].as_u64().unwrap_or(0),
+                e["type"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect();
     (evs, true)
 }
@@ -117,10 +169,17 @@ async fn websocket_resumes_after_seq(b: Backend) {
         rounds += 1;
         assert!(rounds < 100);
         let after = seen.last().copied().unwrap_or(0);
-        let url = s.url(&format!("/api/runs/{run}/ws?after={after}")).replace("http://", "ws://");
+        let url = s
+            .url(&format!("/api/runs/{run}/ws?after={after}"))
+            .replace("http://", "ws://");
         let mut req = url.into_client_request().expect("request");
-        req.headers_mut().insert("authorization", format!("Bearer {}", s.admin).parse().expect("header"));
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("connect");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", s.admin).parse().expect("header"),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("connect");
         let mut n = 0;
         while let Some(msg) = ws.next().await {
             match msg.expect("message") {
@@ -151,20 +210,37 @@ fn operations(doc: &Value) -> Vec<(String, String, Option<String>)> {
     let mut out = Vec::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("item") {
-            let sec = op.get("security").and_then(Value::as_array).cloned().unwrap_or_default();
-            let public = sec.iter().any(|s| s.as_object().is_some_and(|o| o.is_empty()));
+            let sec = op
+                .get("security")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let public = sec
+                .iter()
+                .any(|s| s.as_object().is_some_and(|o| o.is_empty()));
             let scope = sec
                 .iter()
                 .filter_map(|s| s.get("api_key"))
                 .filter_map(Value::as_array)
                 .flat_map(|a| a.iter().filter_map(Value::as_str).map(String::from))
                 .next();
-            assert!(public || !sec.is_empty(), "{method} {path} declares no security");
+            assert!(
+                public || !sec.is_empty(),
+                "{method} {path} declares no security"
+            );
             let filled = path
                 .replace("{id}", "x")
                 .replace("{version}", "1")
                 .replace("{checkpoint}", "0");
-            out.push((method.to_uppercase(), filled, if public { None } else { Some(scope.unwrap_or_default()) }));
+            out.push((
+                method.to_uppercase(),
+                filled,
+                if public {
+                    None
+                } else {
+                    Some(scope.unwrap_or_default())
+                },
+            ));
         }
     }
     out
@@ -172,39 +248,115 @@ fn operations(doc: &Value) -> Vec<(String, String, Option<String>)> {
 
 async fn every_route_checks_its_key_and_scope(b: Backend) {
     let s = TestServer::start(b).await;
-    let doc: Value = s.http.get(s.url("/api/openapi.json")).send().await.expect("doc").json().await.expect("json");
+    let doc: Value = s
+        .http
+        .get(s.url("/api/openapi.json"))
+        .send()
+        .await
+        .expect("doc")
+        .json()
+        .await
+        .expect("json");
     assert!(doc["openapi"].as_str().unwrap_or("").starts_with("3.1"));
     let ops = operations(&doc);
     // The document covers every route the server has, and only those.
-    let documented: BTreeSet<(String, String)> = doc["paths"].as_object().expect("paths").iter()
-        .flat_map(|(p, item)| item.as_object().expect("item").keys().map(move |m| (m.to_uppercase(), p.clone())))
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(p, item)| {
+            item.as_object()
+                .expect("item")
+                .keys()
+                .map(move |m| (m.to_uppercase(), p.clone()))
+        })
         .collect();
     let expected: BTreeSet<(String, String)> = [
-        ("GET", "/api/health"), ("GET", "/api/ready"), ("GET", "/api/nodes"), ("GET", "/api/auth/whoami"),
-        ("GET", "/api/openapi.json"), ("GET", "/api/docs"),
-        ("GET", "/api/workflows"), ("POST", "/api/workflows"), ("POST", "/api/workflows/validate"),
-        ("GET", "/api/workflows/{id}"), ("PUT", "/api/workflows/{id}"), ("DELETE", "/api/workflows/{id}"),
-        ("GET", "/api/workflows/{id}/versions"), ("POST", "/api/workflows/{id}/versions"),
-        ("GET", "/api/workflows/{id}/versions/{version}"), ("GET", "/api/workflows/{id}/diff"),
-        ("GET", "/api/runs"), ("POST", "/api/runs"), ("GET", "/api/runs/{id}"),
-        ("POST", "/api/runs/{id}/cancel"), ("POST", "/api/runs/{id}/resume"), ("POST", "/api/runs/{id}/retry"),
-        ("POST", "/api/runs/{id}/fork"), ("GET", "/api/runs/{id}/events"), ("GET", "/api/runs/{id}/stream"),
-        ("GET", "/api/runs/{id}/ws"), ("GET", "/api/runs/{id}/checkpoints"), ("GET", "/api/runs/{id}/checkpoints/{checkpoint}"),
-        ("GET", "/api/api-keys"), ("POST", "/api/api-keys"), ("DELETE", "/api/api-keys/{id}"), ("GET", "/api/audit"),
-    ].iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
-    assert_eq!(documented, expected, "the OpenAPI document and the route list differ");
-    let public: BTreeSet<&str> = ops.iter().filter(|o| o.2.is_none()).map(|o| o.1.as_str()).collect();
-    assert_eq!(public, ["/api/health", "/api/ready", "/api/openapi.json", "/api/docs"].into_iter().collect());
+        ("GET", "/api/health"),
+        ("GET", "/api/ready"),
+        ("GET", "/api/nodes"),
+        ("GET", "/api/auth/whoami"),
+        ("GET", "/api/openapi.json"),
+        ("GET", "/api/docs"),
+        ("GET", "/api/workflows"),
+        ("POST", "/api/workflows"),
+        ("POST", "/api/workflows/validate"),
+        ("GET", "/api/workflows/{id}"),
+        ("PUT", "/api/workflows/{id}"),
+        ("DELETE", "/api/workflows/{id}"),
+        ("GET", "/api/workflows/{id}/versions"),
+        ("POST", "/api/workflows/{id}/versions"),
+        ("GET", "/api/workflows/{id}/versions/{version}"),
+        ("GET", "/api/workflows/{id}/diff"),
+        ("GET", "/api/runs"),
+        ("POST", "/api/runs"),
+        ("GET", "/api/runs/{id}"),
+        ("POST", "/api/runs/{id}/cancel"),
+        ("POST", "/api/runs/{id}/resume"),
+        ("POST", "/api/runs/{id}/retry"),
+        ("POST", "/api/runs/{id}/fork"),
+        ("GET", "/api/runs/{id}/events"),
+        ("GET", "/api/runs/{id}/stream"),
+        ("GET", "/api/runs/{id}/ws"),
+        ("GET", "/api/runs/{id}/checkpoints"),
+        ("GET", "/api/runs/{id}/checkpoints/{checkpoint}"),
+        ("GET", "/api/api-keys"),
+        ("POST", "/api/api-keys"),
+        ("DELETE", "/api/api-keys/{id}"),
+        ("GET", "/api/audit"),
+    ]
+    .iter()
+    .map(|(m, p)| (m.to_string(), p.to_string()))
+    .collect();
+    assert_eq!(
+        documented, expected,
+        "the OpenAPI document and the route list differ"
+    );
+    let public: BTreeSet<&str> = ops
+        .iter()
+        .filter(|o| o.2.is_none())
+        .map(|o| o.1.as_str())
+        .collect();
+    assert_eq!(
+        public,
+        [
+            "/api/health",
+            "/api/ready",
+            "/api/openapi.json",
+            "/api/docs"
+        ]
+        .into_iter()
+        .collect()
+    );
 
-    let all = ["workflows:read", "workflows:write", "runs:read", "runs:execute", "credentials:manage", "triggers:manage"];
+    let all = [
+        "workflows:read",
+        "workflows:write",
+        "runs:read",
+        "runs:execute",
+        "credentials:manage",
+        "triggers:manage",
+    ];
     let revoked = s.key(&["admin"]).await;
     let rk: Value = s.ok("GET", "/api/api-keys", None).await;
-    let rid = rk.as_array().expect("keys").iter().find(|k| revoked.contains(k["prefix"].as_str().unwrap_or("?"))).expect("key")["id"].as_str().expect("id").to_string();
+    let rid = rk
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| revoked.contains(k["prefix"].as_str().unwrap_or("?")))
+        .expect("key")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     s.ok("DELETE", &format!("/api/api-keys/{rid}"), None).await;
     for (method, path, scope) in &ops {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("m");
         let send = |key: Option<String>| {
-            let mut r = s.http.request(m.clone(), s.url(path)).header("content-type", "application/json").body("{}");
+            let mut r = s
+                .http
+                .request(m.clone(), s.url(path))
+                .header("content-type", "application/json")
+                .body("{}");
             if let Some(k) = key {
                 r = r.bearer_auth(k);
             }
@@ -220,20 +372,43 @@ async fn every_route_checks_its_key_and_scope(b: Backend) {
         assert_eq!(res.status().as_u16(), 401, "{method} {path} without a key");
         let v: Value = res.json().await.expect("problem");
         assert_eq!(v["status"], 401);
-        assert_eq!(send(Some("ok_AAAAAAAA_wrong".into())).await.expect("send").status().as_u16(), 401, "{method} {path} with a bad key");
-        assert_eq!(send(Some(revoked.clone())).await.expect("send").status().as_u16(), 401, "{method} {path} with a revoked key");
+        assert_eq!(
+            send(Some("ok_AAAAAAAA_wrong".into()))
+                .await
+                .expect("send")
+                .status()
+                .as_u16(),
+            401,
+            "{method} {path} with a bad key"
+        );
+        assert_eq!(
+            send(Some(revoked.clone()))
+                .await
+                .expect("send")
+                .status()
+                .as_u16(),
+            401,
+            "{method} {path} with a revoked key"
+        );
         if scope.is_empty() {
             continue; // Any valid key.
         }
         let others: Vec<&str> = all.iter().copied().filter(|x| *x != scope).collect();
         let lacking = s.key(&others).await;
         let res = send(Some(lacking)).await.expect("send");
-        assert_eq!(res.status().as_u16(), 403, "{method} {path} with a key lacking {scope}");
+        assert_eq!(
+            res.status().as_u16(),
+            403,
+            "{method} {path} with a key lacking {scope}"
+        );
         let v: Value = res.json().await.expect("problem");
         assert!(v["detail"].as_str().unwrap_or("").contains(scope.as_str()));
         let holding = s.key(&[scope.as_str()]).await;
         let st = send(Some(holding)).await.expect("send").status().as_u16();
-        assert!(st != 401 && st != 403, "{method} {path} with {scope} → {st}");
+        assert!(
+            st != 401 && st != 403,
+            "{method} {path} with {scope} → {st}"
+        );
     }
     s.stop().await;
 }
