@@ -2,15 +2,17 @@
 # Cargo's build output is cached outside the clone so fresh clones (CI) reuse it.
 CARGO_TARGET_DIR ?= $(if $(HOME),$(HOME)/.cache/orcheo-target,$(CURDIR)/target)
 export CARGO_TARGET_DIR
-EXAMPLE ?= examples/order-routing.json
-INPUT ?= {"order_id": "A-1001", "country": "DE", "total": 1250}
+# Where `make run` keeps its SQLite database (override: make run DATA_DIR=...).
+DATA_DIR ?= $(CURDIR)/.orcheo-data
+PORT ?= 8000
 
-.PHONY: run test build bench schema docs
+.PHONY: run test build bench bench-server schema docs
 
-## Build and run an example workflow locally (the server arrives with the next milestone).
+## Build orcheo and start the server on SQLite; it prints the URL to open (and, on the first
+## start, an admin API key and a one-time login link).
 run:
 	cargo build --release -p orcheo
-	$(CARGO_TARGET_DIR)/release/orcheo run $(EXAMPLE) --input '$(INPUT)' --no-checkpoint
+	$(CARGO_TARGET_DIR)/release/orcheo serve --data-dir $(DATA_DIR) --port $(PORT)
 
 ## Every check: formatting, lints, and the whole test suite.
 test:
@@ -22,6 +24,10 @@ build:
 ## Benchmarks side by side with LangGraph (installs LangGraph into bench/.venv).
 bench:
 	bash bench/run.sh
+
+## Server benchmarks: API latency, end-to-end throughput, memory, cold start (SQLite, PostgreSQL).
+bench-server:
+	bash bench/run-server.sh
 
 ## Regenerate the published JSON Schema copy.
 docs: schema

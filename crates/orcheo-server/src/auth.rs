@@ -93,14 +93,40 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, 
     };
     match state.store.verify_api_key(&key).await? {
         Some(rec) => {
-            if let Err(e) = state.store.touch_api_key(&rec.id).await {
-                tracing::warn!(error = %e, "could not record API key use");
+            if should_touch(&rec.id) {
+                if let Err(e) = state.store.touch_api_key(&rec.id).await {
+                    tracing::warn!(error = %e, "could not record API key use");
+                }
             }
             Ok(Principal { key: rec })
         }
         None => Err(ApiError::unauthorized(
             "the API key is unknown or revoked; create a new one with `orcheo api-key create`",
         )),
+    }
+}
+
+/// Whether to record a key's use now: at most once a minute per key and process, so reads
+/// do not turn into database writes.
+fn should_touch(id: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+    static SEEN: OnceLock<Mutex<HashMap<String, Instant>>> = OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    match seen.get(id) {
+        Some(t) if now.duration_since(*t) < Duration::from_secs(60) => false,
+        _ => {
+            if seen.len() > 10_000 {
+                seen.clear();
+            }
+            seen.insert(id.to_string(), now);
+            true
+        }
     }
 }
 

@@ -99,19 +99,20 @@ pub struct Server {
     _lock: Option<std::fs::File>,
 }
 
-/// What the first start prints: the admin key and the one-time login URL.
+/// What a start prints: the admin key (first start only) and a one-time login URL.
 #[derive(Debug, Clone)]
-pub struct FirstStart {
-    /// The admin API key (shown once).
-    pub admin_key: String,
-    /// Opens a browser session without typing a key (valid once, for 24 hours).
+pub struct Welcome {
+    /// The admin API key, created on the very first start (shown once).
+    pub admin_key: Option<String>,
+    /// Opens a browser session without typing a key (valid once, for 24 hours), like
+    /// Jupyter's token URL; a new one is made at every start.
     pub login_url: String,
 }
 
 impl Server {
     /// Opens the store, starts the worker and listens. On the very first start (no API key
-    /// exists yet) it also creates an admin key and a one-time login URL.
-    pub async fn start(cfg: Config) -> anyhow::Result<(Server, Option<FirstStart>)> {
+    /// exists yet) it also creates an admin key; every start makes a one-time login URL.
+    pub async fn start(cfg: Config) -> anyhow::Result<(Server, Welcome)> {
         cfg.check()?;
         let store = Store::open(&cfg.store()).await?;
         let lock = if store.backend() == Backend::Sqlite {
@@ -158,12 +159,9 @@ impl Server {
             config: config.clone(),
             shutdown: shutdown.clone(),
         };
-        let first = if store.count_active_api_keys().await? == 0 {
+        let admin_key = if store.count_active_api_keys().await? == 0 {
             let key = store
                 .create_api_key("admin (first start)", &[Scope::Admin], "orcheo serve")
-                .await?;
-            let token = store
-                .create_login_token(&[Scope::Admin], Duration::from_secs(24 * 3600))
                 .await?;
             store
                 .audit(
@@ -173,12 +171,16 @@ impl Server {
                     serde_json::json!({"name": key.record.name, "prefix": key.record.prefix, "scopes": ["admin"]}),
                 )
                 .await?;
-            Some(FirstStart {
-                admin_key: key.secret,
-                login_url: format!("{}/login?token={token}", public_url(&config, addr)),
-            })
+            Some(key.secret)
         } else {
             None
+        };
+        let token = store
+            .create_login_token(&[Scope::Admin], Duration::from_secs(24 * 3600))
+            .await?;
+        let welcome = Welcome {
+            admin_key,
+            login_url: format!("{}/login?token={token}", public_url(&config, addr)),
         };
         let app = api::router(state.clone());
         let stop = shutdown.clone();
@@ -195,7 +197,7 @@ impl Server {
                 http,
                 _lock: lock,
             },
-            first,
+            welcome,
         ))
     }
 

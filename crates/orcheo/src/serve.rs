@@ -71,20 +71,20 @@ pub async fn serve(args: ServeArgs) -> Result<u8> {
         Some(u) => orcheo_store::redact_url(u),
         None => format!("SQLite in {}", cfg.data_dir.display()),
     };
-    let (server, first) = Server::start(cfg).await?;
+    let (server, welcome) = Server::start(cfg).await?;
     let url = server.url();
     crate::out(&format!(
         "Orcheo is running at {url}  (database: {database})"
     ));
     crate::out(&format!("API reference: {url}/api/docs"));
-    if let Some(first) = first {
-        crate::out("");
+    crate::out("");
+    if let Some(key) = &welcome.admin_key {
         crate::out("First start: an admin API key was created. It is shown only now:");
-        crate::out(&format!("    {}", first.admin_key));
-        crate::out("Open this one-time link to sign in from a browser (valid for 24 hours):");
-        crate::out(&format!("    {}", first.login_url));
-        crate::out("");
+        crate::out(&format!("    {key}"));
     }
+    crate::out("Open this one-time link to sign in from a browser (valid for 24 hours):");
+    crate::out(&format!("    {}", welcome.login_url));
+    crate::out("");
     crate::out("Press Ctrl-C to stop.");
     wait_for_signal().await;
     crate::out("Shutting down: letting running runs finish, the rest resume on the next start…");

@@ -39,7 +39,7 @@ impl TestServer {
         TestServer {
             server: Some(server),
             base,
-            admin: first.expect("first start").admin_key,
+            admin: first.admin_key.expect("first start"),
             http: reqwest::Client::new(),
             dir,
         }
