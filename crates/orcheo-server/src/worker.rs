@@ -138,7 +138,11 @@ impl Worker {
             }
             tokio::select! {
                 _ = self.stop.cancelled() => return,
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => {
+                    // Let a burst of wake-ups (runs queued or finished together) gather into
+                    // one lease transaction.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
                 _ = tokio::time::sleep(poll) => {}
             }
         }
@@ -210,11 +214,17 @@ impl Worker {
     async fn execute(&self, leased: LeasedRun, cancel: CancellationToken) {
         let run = &leased.run;
         let epoch = leased.epoch;
-        let next_seq = match self.store.max_seq(&run.id).await {
-            Ok(n) => n + 1,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the run's events; the lease will lapse and the run be retried");
-                return;
+        // A run taken for the first time has no events or checkpoints yet: skip the reads.
+        let fresh = run.attempts <= 1;
+        let next_seq = if fresh {
+            1
+        } else {
+            match self.store.max_seq(&run.id).await {
+                Ok(n) => n + 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the run's events; the lease will lapse and the run be retried");
+                    return;
+                }
             }
         };
         self.storage.hold(&run.id, epoch, next_seq);
@@ -231,7 +241,11 @@ impl Worker {
         };
         let mut opts = RunOptions::with_id(run.id.clone());
         opts.cancel = cancel;
-        let latest = match self.store.latest_checkpoint(&run.id).await {
+        let latest = match if fresh {
+            Ok(None)
+        } else {
+            self.store.latest_checkpoint(&run.id).await
+        } {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the run's checkpoints");

@@ -217,25 +217,41 @@ fn checkpoint_body(r: &AnyRow) -> Result<Checkpoint, StoreError> {
 impl Store {
     /// Queues a run. With an idempotency key already used, returns that run and `false`.
     pub async fn create_run(&self, new: NewRun) -> Result<(RunRecord, bool), StoreError> {
+        self.create_run_audited(new, None).await
+    }
+
+    /// Queues a run and records `audit` (actor, action, detail) in the same transaction.
+    pub async fn create_run_audited(
+        &self,
+        new: NewRun,
+        audit: Option<(&str, &str, Value)>,
+    ) -> Result<(RunRecord, bool), StoreError> {
         if let Some(key) = &new.idempotency_key {
             if let Some(r) = self.run_by_idempotency_key(key).await? {
                 return Ok((r, false));
             }
         }
         let now = now_ms();
-        let res = sqlx::query(
-            "INSERT INTO runs (id, workflow_id, version, status, input, origin, idempotency_key, created_by, created_at, updated_at) VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $8)",
-        )
-        .bind(new.id.as_str())
-        .bind(new.workflow_id.as_str())
-        .bind(i64::from(new.version))
-        .bind(new.input.to_string())
-        .bind(new.origin.to_string())
-        .bind(new.idempotency_key.as_deref())
-        .bind(new.created_by.as_str())
-        .bind(now)
-        .execute(&self.inner.write)
-        .await;
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .ops
+            .send(Op::CreateRun {
+                sql_args: RunInsert {
+                    id: new.id.clone(),
+                    workflow_id: new.workflow_id.clone(),
+                    version: i64::from(new.version),
+                    input: new.input.to_string(),
+                    origin: new.origin.to_string(),
+                    idempotency_key: new.idempotency_key.clone(),
+                    created_by: new.created_by.clone(),
+                    now,
+                    audit: audit.map(|(a, b, d)| (a.to_string(), b.to_string(), d.to_string())),
+                },
+                ack: tx,
+            })
+            .map_err(|_| StoreError::Closed)?;
+        // Batched with the writer's other work: one commit for many runs.
+        let res = rx.await.map_err(|_| StoreError::Closed)?;
         match res {
             Ok(_) => Ok((
                 RunRecord {
@@ -269,7 +285,7 @@ impl Store {
                         return Ok((r, false));
                     }
                 }
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -375,10 +391,13 @@ impl Store {
             }
         }
         let mut running: HashMap<String, i64> = HashMap::new();
-        let mut leased = Vec::new();
+        let mut chosen: Vec<String> = Vec::new();
         for (id, wf, limit) in cands {
-            if leased.len() >= max {
+            if chosen.len() >= max {
                 break;
+            }
+            if chosen.contains(&id) {
+                continue;
             }
             if let Some(limit) = limit {
                 let n = match running.get(&wf) {
@@ -400,22 +419,36 @@ impl Store {
                 }
                 running.insert(wf, n + 1);
             }
-            let row = crate::dynamic(format!(
-                "UPDATE runs SET status = 'running', lease_owner = $1, lease_until = $2, lease_epoch = lease_epoch + 1, attempts = attempts + 1, started_at = COALESCE(started_at, $3), updated_at = $3 WHERE id = $4 AND (status = 'queued' OR (status = 'running' AND lease_until < $3)) RETURNING {RUN_COLS}"
+            chosen.push(id);
+        }
+        let mut leased = Vec::new();
+        if !chosen.is_empty() {
+            // One statement for the whole batch.
+            let marks: Vec<String> = (0..chosen.len()).map(|i| format!("${}", i + 4)).collect();
+            let mut q = crate::dynamic(format!(
+                "UPDATE runs SET status = 'running', lease_owner = $1, lease_until = $2, lease_epoch = lease_epoch + 1, attempts = attempts + 1, started_at = COALESCE(started_at, $3), updated_at = $3 WHERE id IN ({}) AND (status = 'queued' OR (status = 'running' AND lease_until < $3)) RETURNING {RUN_COLS}",
+                marks.join(", ")
             ))
             .bind(owner)
             .bind(until)
-            .bind(now)
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = row {
-                let run = run_row(&row)?;
-                leased.push(LeasedRun {
+            .bind(now);
+            for id in &chosen {
+                q = q.bind(id.as_str());
+            }
+            let mut rows = q
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(run_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.sort_by_key(|r| chosen.iter().position(|c| *c == r.id));
+            leased = rows
+                .into_iter()
+                .map(|run| LeasedRun {
                     epoch: run.lease_epoch,
                     run,
-                });
-            }
+                })
+                .collect();
         }
         tx.commit().await?;
         Ok(leased)
@@ -582,7 +615,7 @@ impl Store {
     pub async fn max_seq(&self, run_id: &str) -> Result<u64, StoreError> {
         let r = sqlx::query("SELECT MAX(seq) FROM run_events WHERE run_id = $1")
             .bind(run_id)
-            .fetch_one(&self.inner.write)
+            .fetch_one(&self.inner.read)
             .await?;
         Ok(r.try_get::<Option<i64>, _>(0)?.unwrap_or(0) as u64)
     }
@@ -664,7 +697,7 @@ impl Store {
         )
         .bind(run_id)
         .bind(checkpoint as i64)
-        .fetch_all(&self.inner.write)
+        .fetch_all(&self.inner.read)
         .await?;
         rows.iter()
             .map(|r| {
@@ -674,6 +707,52 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// A run row to insert (through the ordered writer), with its audit entry.
+#[derive(Debug, Clone)]
+pub(crate) struct RunInsert {
+    id: String,
+    workflow_id: String,
+    version: i64,
+    input: String,
+    origin: String,
+    idempotency_key: Option<String>,
+    created_by: String,
+    now: i64,
+    audit: Option<(String, String, String)>,
+}
+
+pub(crate) async fn insert_run(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    r: &RunInsert,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO runs (id, workflow_id, version, status, input, origin, idempotency_key, created_by, created_at, updated_at) VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $8)",
+    )
+    .bind(r.id.as_str())
+    .bind(r.workflow_id.as_str())
+    .bind(r.version)
+    .bind(r.input.as_str())
+    .bind(r.origin.as_str())
+    .bind(r.idempotency_key.as_deref())
+    .bind(r.created_by.as_str())
+    .bind(r.now)
+    .execute(&mut **tx)
+    .await?;
+    if let Some((actor, action, detail)) = &r.audit {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(r.now)
+        .bind(actor.as_str())
+        .bind(action.as_str())
+        .bind(r.id.as_str())
+        .bind(detail.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// The engine's durable checkpointer and event sink on a [`Store`]. A worker registers the

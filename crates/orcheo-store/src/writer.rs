@@ -41,6 +41,10 @@ pub(crate) enum Op {
         fin: RunFinish,
         ack: Ack,
     },
+    CreateRun {
+        sql_args: crate::runs::RunInsert,
+        ack: Ack,
+    },
     Flush(oneshot::Sender<()>),
 }
 
@@ -53,13 +57,13 @@ impl Op {
                 run_id: id.as_str().into(),
                 epoch: *epoch,
             }),
-            Op::Flush(_) => None,
+            Op::Flush(_) | Op::CreateRun { .. } => None,
         }
     }
 }
 
 const MAX_BATCH: usize = 4096;
-const EVENT_ROWS_PER_INSERT: usize = 100;
+const ROWS_PER_INSERT: usize = 100;
 
 pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Op>) {
     while let Some(first) = rx.recv().await {
@@ -118,7 +122,10 @@ fn deliver(inner: &Inner, batch: Vec<Op>, outcome: Outcome) {
                     }
                 }
             }
-            Op::Checkpoint { ack, .. } | Op::Write { ack, .. } | Op::Finish { ack, .. } => {
+            Op::Checkpoint { ack, .. }
+            | Op::Write { ack, .. }
+            | Op::Finish { ack, .. }
+            | Op::CreateRun { ack, .. } => {
                 let _ = ack.send(result());
             }
             Op::Flush(ack) => {
@@ -134,7 +141,10 @@ fn fail(op: Op, e: StoreError) {
         Op::Event(ev, _) => {
             tracing::error!(run_id = %ev.run_id, seq = ev.seq, error = %msg, "could not store a run event");
         }
-        Op::Checkpoint { ack, .. } | Op::Write { ack, .. } | Op::Finish { ack, .. } => {
+        Op::Checkpoint { ack, .. }
+        | Op::Write { ack, .. }
+        | Op::Finish { ack, .. }
+        | Op::CreateRun { ack, .. } => {
             let _ = ack.send(Err(e));
         }
         Op::Flush(ack) => {
@@ -149,133 +159,217 @@ async fn apply(inner: &Inner, batch: &[Op]) -> Result<Outcome, StoreError> {
             refused: vec![false; batch.len()],
         });
     }
+    // Set-based: one statement per table and batch, whatever the number of runs in it (each
+    // statement is a round trip to the database, which is what limits throughput).
     let mut tx = inner.write.begin().await?;
-    // Each lease token is checked once per batch; on PostgreSQL the run row stays locked until
-    // commit, so a lease cannot change hands between the check and the write.
-    let lock = match inner.backend {
-        Backend::Postgres => " FOR UPDATE",
-        Backend::Sqlite => "",
-    };
-    let mut valid: HashMap<Fence, bool> = HashMap::new();
-    let mut refused = Vec::with_capacity(batch.len());
-    for op in batch {
-        let ok = match op.fence() {
-            None => true,
-            Some(f) => match valid.get(&f) {
-                Some(ok) => *ok,
-                None => {
-                    let row =
-                        crate::dynamic(format!("SELECT lease_epoch FROM runs WHERE id = $1{lock}"))
-                            .bind(&*f.run_id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    let ok = match row {
-                        Some(r) => r.try_get::<i64, _>(0)? == f.epoch,
-                        None => false,
-                    };
-                    valid.insert(f, ok);
-                    ok
-                }
-            },
-        };
-        refused.push(!ok);
-    }
+    let valid = check_fences(inner, &mut tx, batch).await?;
+    let refused: Vec<bool> = batch
+        .iter()
+        .map(|op| {
+            op.fence()
+                .is_some_and(|f| !valid.get(&f).copied().unwrap_or(false))
+        })
+        .collect();
 
+    let mut creates = Vec::new();
     let mut events: Vec<&Event> = Vec::new();
+    let mut checkpoints: Vec<&Checkpoint> = Vec::new();
+    let mut writes: Vec<(&str, u64, &TaskWrite)> = Vec::new();
+    let mut finishes = Vec::new();
     for (op, refused) in batch.iter().zip(&refused) {
         if *refused {
             continue;
         }
         match op {
             Op::Event(ev, _) => events.push(ev),
-            Op::Checkpoint { checkpoint: cp, .. } => {
-                flush_events(&mut tx, &mut events).await?;
-                let body = serde_json::to_string(cp.as_ref())
-                    .map_err(|e| StoreError::Corrupt(format!("checkpoint: {e}")))?;
-                sqlx::query(
-                    "INSERT INTO checkpoints (run_id, id, step, status, body, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (run_id, id) DO UPDATE SET step = excluded.step, status = excluded.status, body = excluded.body, created_at = excluded.created_at",
-                )
-                .bind(cp.run_id.as_str())
-                .bind(cp.id as i64)
-                .bind(i64::from(cp.step))
-                .bind(cp.status.as_str())
-                .bind(body)
-                .bind(cp.created_at.timestamp_millis())
-                .execute(&mut *tx)
-                .await?;
-            }
+            Op::Checkpoint { checkpoint, .. } => checkpoints.push(checkpoint),
             Op::Write {
                 run_id,
                 checkpoint,
                 write,
                 ..
-            } => {
-                let body = serde_json::to_string(write.as_ref())
-                    .map_err(|e| StoreError::Corrupt(format!("task write: {e}")))?;
-                sqlx::query(
-                    "INSERT INTO task_writes (run_id, checkpoint, n, body) \
-                     SELECT $1, $2, COALESCE(MAX(n), 0) + 1, $3 FROM task_writes WHERE run_id = $1 AND checkpoint = $2",
-                )
-                .bind(run_id.as_str())
-                .bind(*checkpoint as i64)
-                .bind(body)
-                .execute(&mut *tx)
-                .await?;
-            }
-            Op::Finish { id, epoch, fin, .. } => {
-                flush_events(&mut tx, &mut events).await?;
-                let now = now_ms();
-                let finished = fin.status.is_terminal().then_some(now);
-                sqlx::query(
-                    "UPDATE runs SET status = $1, error = $2, failed_node = $3, output = $4, waiting = $5, wake_at = $6, \
-                     resume_value = NULL, cancel_requested = 0, finished_at = $7, updated_at = $8, lease_owner = NULL, lease_until = NULL \
-                     WHERE id = $9 AND lease_epoch = $10",
-                )
-                .bind(fin.status.as_str())
-                .bind(fin.error.as_ref().map(|v| v.to_string()))
-                .bind(fin.failed_node.as_deref())
-                .bind(fin.output.as_ref().map(|v| v.to_string()))
-                .bind(fin.waiting.as_ref().map(|v| v.to_string()))
-                .bind(fin.wake_at.map(|t| t.timestamp_millis()))
-                .bind(finished)
-                .bind(now)
-                .bind(id.as_str())
-                .bind(*epoch)
-                .execute(&mut *tx)
-                .await?;
-                debug_assert!(fin.status != RunStatus::Queued);
-            }
+            } => writes.push((run_id, *checkpoint, write)),
+            Op::Finish { id, epoch, fin, .. } => finishes.push((id, *epoch, fin)),
+            Op::CreateRun { sql_args, .. } => creates.push(sql_args),
             Op::Flush(_) => {}
         }
     }
-    flush_events(&mut tx, &mut events).await?;
+    for c in creates {
+        crate::runs::insert_run(&mut tx, c).await?;
+    }
+    insert_events(&mut tx, &events).await?;
+    insert_checkpoints(&mut tx, &checkpoints).await?;
+    insert_writes(&mut tx, &writes).await?;
+    for (id, epoch, fin) in finishes {
+        let now = now_ms();
+        let finished = fin.status.is_terminal().then_some(now);
+        sqlx::query(
+            "UPDATE runs SET status = $1, error = $2, failed_node = $3, output = $4, waiting = $5, wake_at = $6, \
+             resume_value = NULL, cancel_requested = 0, finished_at = $7, updated_at = $8, lease_owner = NULL, lease_until = NULL \
+             WHERE id = $9 AND lease_epoch = $10",
+        )
+        .bind(fin.status.as_str())
+        .bind(fin.error.as_ref().map(|v| v.to_string()))
+        .bind(fin.failed_node.as_deref())
+        .bind(fin.output.as_ref().map(|v| v.to_string()))
+        .bind(fin.waiting.as_ref().map(|v| v.to_string()))
+        .bind(fin.wake_at.map(|t| t.timestamp_millis()))
+        .bind(finished)
+        .bind(now)
+        .bind(id.as_str())
+        .bind(epoch)
+        .execute(&mut *tx)
+        .await?;
+        debug_assert!(fin.status != RunStatus::Queued);
+    }
     tx.commit().await?;
     Ok(Outcome { refused })
 }
 
-async fn flush_events(
+/// Which lease tokens of the batch still hold: one query for all its runs. On PostgreSQL the
+/// rows stay locked until commit, so a lease cannot change hands between check and write.
+async fn check_fences(
+    inner: &Inner,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    events: &mut Vec<&Event>,
-) -> Result<(), StoreError> {
-    for chunk in events.chunks(EVENT_ROWS_PER_INSERT) {
-        let mut sql = String::from("INSERT INTO run_events (run_id, seq, ts, type, body) VALUES ");
-        for i in 0..chunk.len() {
-            if i > 0 {
+    batch: &[Op],
+) -> Result<HashMap<Fence, bool>, StoreError> {
+    let mut fences: Vec<Fence> = batch.iter().filter_map(Op::fence).collect();
+    fences.sort_by(|a, b| (&a.run_id, a.epoch).cmp(&(&b.run_id, b.epoch)));
+    fences.dedup();
+    let mut ids: Vec<&str> = fences.iter().map(|f| &*f.run_id).collect();
+    ids.dedup();
+    let lock = match inner.backend {
+        Backend::Postgres => " FOR UPDATE",
+        Backend::Sqlite => "",
+    };
+    let mut current: HashMap<String, i64> = HashMap::new();
+    for chunk in ids.chunks(500) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let mut q = crate::dynamic(format!(
+            "SELECT id, lease_epoch FROM runs WHERE id IN ({}) ORDER BY id{lock}",
+            marks.join(", ")
+        ));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            current.insert(row.try_get(0)?, row.try_get(1)?);
+        }
+    }
+    Ok(fences
+        .into_iter()
+        .map(|f| {
+            let ok = current.get(&*f.run_id) == Some(&f.epoch);
+            (f, ok)
+        })
+        .collect())
+}
+
+/// `(…), (…)` with `cols` placeholders per row, numbered from 1.
+fn rows_sql(rows: usize, cols: usize) -> String {
+    let mut sql = String::new();
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
                 sql.push_str(", ");
             }
-            let b = i * 5;
-            sql += &format!(
-                "(${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5
-            );
+            sql += &format!("${}", r * cols + c + 1);
         }
-        sql.push_str(" ON CONFLICT (run_id, seq) DO NOTHING");
-        let mut q = crate::dynamic(sql);
+        sql.push(')');
+    }
+    sql
+}
+
+async fn insert_checkpoints(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    cps: &[&Checkpoint],
+) -> Result<(), StoreError> {
+    // A checkpoint put twice in one batch: the later one wins (one statement cannot touch a
+    // row twice on PostgreSQL).
+    let mut last: HashMap<(&str, u64), usize> = HashMap::new();
+    for (i, cp) in cps.iter().enumerate() {
+        last.insert((cp.run_id.as_str(), cp.id), i);
+    }
+    let cps: Vec<&Checkpoint> = cps
+        .iter()
+        .enumerate()
+        .filter(|(i, cp)| last.get(&(cp.run_id.as_str(), cp.id)) == Some(i))
+        .map(|(_, cp)| *cp)
+        .collect();
+    for chunk in cps.chunks(ROWS_PER_INSERT) {
+        let mut q = crate::dynamic(format!(
+            "INSERT INTO checkpoints (run_id, id, step, status, body, created_at) VALUES {} \
+             ON CONFLICT (run_id, id) DO UPDATE SET step = excluded.step, status = excluded.status, body = excluded.body, created_at = excluded.created_at",
+            rows_sql(chunk.len(), 6)
+        ));
+        for cp in chunk {
+            let body = serde_json::to_string(cp)
+                .map_err(|e| StoreError::Corrupt(format!("checkpoint: {e}")))?;
+            q = q
+                .bind(cp.run_id.clone())
+                .bind(cp.id as i64)
+                .bind(i64::from(cp.step))
+                .bind(cp.status.as_str())
+                .bind(body)
+                .bind(cp.created_at.timestamp_millis());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Orders task writes within a checkpoint: microseconds since the epoch times 1000 plus a
+/// counter, so later writes sort later, also after another server took the run over.
+fn write_order() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = chrono::Utc::now().timestamp_micros().saturating_mul(1000);
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
+}
+
+async fn insert_writes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    writes: &[(&str, u64, &TaskWrite)],
+) -> Result<(), StoreError> {
+    for chunk in writes.chunks(ROWS_PER_INSERT) {
+        let mut q = crate::dynamic(format!(
+            "INSERT INTO task_writes (run_id, checkpoint, n, body) VALUES {}",
+            rows_sql(chunk.len(), 4)
+        ));
+        for (run_id, checkpoint, write) in chunk {
+            let body = serde_json::to_string(write)
+                .map_err(|e| StoreError::Corrupt(format!("task write: {e}")))?;
+            q = q
+                .bind(run_id.to_string())
+                .bind(*checkpoint as i64)
+                .bind(write_order())
+                .bind(body);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    events: &[&Event],
+) -> Result<(), StoreError> {
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let mut q = crate::dynamic(format!(
+            "INSERT INTO run_events (run_id, seq, ts, type, body) VALUES {} ON CONFLICT (run_id, seq) DO NOTHING",
+            rows_sql(chunk.len(), 5)
+        ));
         for ev in chunk {
             let body = serde_json::to_string(ev)
                 .map_err(|e| StoreError::Corrupt(format!("event: {e}")))?;
@@ -288,6 +382,5 @@ async fn flush_events(
         }
         q.execute(&mut **tx).await?;
     }
-    events.clear();
     Ok(())
 }

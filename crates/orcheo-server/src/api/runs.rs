@@ -178,28 +178,28 @@ pub async fn create_run(
             None,
         ));
     }
+    let actor = p.actor();
     let (run, created) = st
         .store
-        .create_run(NewRun {
-            id: uuid::Uuid::now_v7().to_string(),
-            workflow_id: body.workflow_id.clone(),
-            version,
-            input,
-            origin: json!({"kind": "manual"}),
-            idempotency_key: key,
-            created_by: p.actor(),
-        })
+        .create_run_audited(
+            NewRun {
+                id: uuid::Uuid::now_v7().to_string(),
+                workflow_id: body.workflow_id.clone(),
+                version,
+                input,
+                origin: json!({"kind": "manual"}),
+                idempotency_key: key,
+                created_by: actor.clone(),
+            },
+            Some((
+                &actor,
+                "run.create",
+                json!({"workflow_id": body.workflow_id, "version": version}),
+            )),
+        )
         .await?;
     if created {
         st.wake.notify_one();
-        st.store
-            .audit(
-                &p.actor(),
-                "run.create",
-                &run.id,
-                json!({"workflow_id": run.workflow_id, "version": version}),
-            )
-            .await?;
     }
     Ok((
         if created {
