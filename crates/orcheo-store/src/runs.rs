@@ -424,16 +424,15 @@ impl Store {
         let mut leased = Vec::new();
         if !chosen.is_empty() {
             // One statement for the whole batch.
-            let marks: Vec<String> = (0..chosen.len()).map(|i| format!("${}", i + 4)).collect();
+            let (marks, padded) = crate::writer::in_list(4, chosen.len());
             let mut q = crate::dynamic(format!(
-                "UPDATE runs SET status = 'running', lease_owner = $1, lease_until = $2, lease_epoch = lease_epoch + 1, attempts = attempts + 1, started_at = COALESCE(started_at, $3), updated_at = $3 WHERE id IN ({}) AND (status = 'queued' OR (status = 'running' AND lease_until < $3)) RETURNING {RUN_COLS}",
-                marks.join(", ")
+                "UPDATE runs SET status = 'running', lease_owner = $1, lease_until = $2, lease_epoch = lease_epoch + 1, attempts = attempts + 1, started_at = COALESCE(started_at, $3), updated_at = $3 WHERE id IN ({marks}) AND (status = 'queued' OR (status = 'running' AND lease_until < $3)) RETURNING {RUN_COLS}"
             ))
             .bind(owner)
             .bind(until)
             .bind(now);
-            for id in &chosen {
-                q = q.bind(id.as_str());
+            for i in 0..padded {
+                q = q.bind(chosen[i.min(chosen.len() - 1)].clone());
             }
             let mut rows = q
                 .fetch_all(&mut *tx)

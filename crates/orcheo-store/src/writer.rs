@@ -63,7 +63,7 @@ impl Op {
 }
 
 const MAX_BATCH: usize = 4096;
-const ROWS_PER_INSERT: usize = 100;
+const ROWS_PER_INSERT: usize = 64;
 
 pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Op>) {
     while let Some(first) = rx.recv().await {
@@ -243,14 +243,13 @@ async fn check_fences(
         Backend::Sqlite => "",
     };
     let mut current: HashMap<String, i64> = HashMap::new();
-    for chunk in ids.chunks(500) {
-        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+    for chunk in ids.chunks(512) {
+        let (marks, padded) = in_list(1, chunk.len());
         let mut q = crate::dynamic(format!(
-            "SELECT id, lease_epoch FROM runs WHERE id IN ({}) ORDER BY id{lock}",
-            marks.join(", ")
+            "SELECT id, lease_epoch FROM runs WHERE id IN ({marks}) ORDER BY id{lock}"
         ));
-        for id in chunk {
-            q = q.bind(*id);
+        for i in 0..padded {
+            q = q.bind(chunk[i.min(chunk.len() - 1)]);
         }
         for row in q.fetch_all(&mut **tx).await? {
             current.insert(row.try_get(0)?, row.try_get(1)?);
@@ -263,6 +262,32 @@ async fn check_fences(
             (f, ok)
         })
         .collect())
+}
+
+/// Splits `items` into chunks whose sizes are powers of two (at most [`ROWS_PER_INSERT`]), so
+/// multi-row statements come in a handful of shapes that stay in the prepared-statement cache
+/// instead of being parsed anew for every batch size.
+pub(crate) fn pow2_chunks<T>(items: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = items;
+    while !rest.is_empty() {
+        let mut n = ROWS_PER_INSERT;
+        while n > rest.len() {
+            n /= 2;
+        }
+        let (head, tail) = rest.split_at(n);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
+/// `$1, $2, …` for an `IN (…)` list of `n` values starting at `$first`, padded to a power of
+/// two (callers bind the last value again for the padding) for the same reason.
+pub(crate) fn in_list(first: usize, n: usize) -> (String, usize) {
+    let padded = n.next_power_of_two();
+    let marks: Vec<String> = (0..padded).map(|i| format!("${}", first + i)).collect();
+    (marks.join(", "), padded)
 }
 
 /// `(…), (…)` with `cols` placeholders per row, numbered from 1.
@@ -300,7 +325,7 @@ async fn insert_checkpoints(
         .filter(|(i, cp)| last.get(&(cp.run_id.as_str(), cp.id)) == Some(i))
         .map(|(_, cp)| *cp)
         .collect();
-    for chunk in cps.chunks(ROWS_PER_INSERT) {
+    for chunk in pow2_chunks(&cps) {
         let mut q = crate::dynamic(format!(
             "INSERT INTO checkpoints (run_id, id, step, status, body, created_at) VALUES {} \
              ON CONFLICT (run_id, id) DO UPDATE SET step = excluded.step, status = excluded.status, body = excluded.body, created_at = excluded.created_at",
@@ -342,7 +367,7 @@ async fn insert_writes(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     writes: &[(&str, u64, &TaskWrite)],
 ) -> Result<(), StoreError> {
-    for chunk in writes.chunks(ROWS_PER_INSERT) {
+    for chunk in pow2_chunks(writes) {
         let mut q = crate::dynamic(format!(
             "INSERT INTO task_writes (run_id, checkpoint, n, body) VALUES {}",
             rows_sql(chunk.len(), 4)
@@ -365,7 +390,7 @@ async fn insert_events(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     events: &[&Event],
 ) -> Result<(), StoreError> {
-    for chunk in events.chunks(ROWS_PER_INSERT) {
+    for chunk in pow2_chunks(events) {
         let mut q = crate::dynamic(format!(
             "INSERT INTO run_events (run_id, seq, ts, type, body) VALUES {} ON CONFLICT (run_id, seq) DO NOTHING",
             rows_sql(chunk.len(), 5)
@@ -383,4 +408,19 @@ async fn insert_events(
         q.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes_are_powers_of_two_and_cover_everything() {
+        let items: Vec<u32> = (0..200).collect();
+        let chunks = pow2_chunks(&items);
+        assert_eq!(chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), vec![64, 64, 64, 8]);
+        assert_eq!(chunks.concat(), items);
+        assert!(pow2_chunks::<u32>(&[]).is_empty());
+        assert_eq!(in_list(4, 3), ("$4, $5, $6, $7".to_string(), 4));
+    }
 }
