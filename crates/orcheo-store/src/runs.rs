@@ -722,34 +722,48 @@ pub(crate) struct RunInsert {
     audit: Option<(String, String, String)>,
 }
 
-pub(crate) async fn insert_run(
+/// Inserts queued runs (and their audit entries) with one statement per table and chunk.
+pub(crate) async fn insert_runs(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    r: &RunInsert,
+    runs: &[&RunInsert],
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO runs (id, workflow_id, version, status, input, origin, idempotency_key, created_by, created_at, updated_at) VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $8)",
-    )
-    .bind(r.id.as_str())
-    .bind(r.workflow_id.as_str())
-    .bind(r.version)
-    .bind(r.input.as_str())
-    .bind(r.origin.as_str())
-    .bind(r.idempotency_key.as_deref())
-    .bind(r.created_by.as_str())
-    .bind(r.now)
-    .execute(&mut **tx)
-    .await?;
-    if let Some((actor, action, detail)) = &r.audit {
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(r.now)
-        .bind(actor.as_str())
-        .bind(action.as_str())
-        .bind(r.id.as_str())
-        .bind(detail.as_str())
-        .execute(&mut **tx)
-        .await?;
+    use crate::writer::{pow2_chunks, rows_sql};
+    for chunk in pow2_chunks(runs) {
+        let mut q = crate::dynamic(format!(
+            "INSERT INTO runs (id, workflow_id, version, status, input, origin, idempotency_key, created_by, created_at, updated_at) VALUES {}",
+            rows_sql(chunk.len(), 10)
+        ));
+        for r in chunk {
+            q = q
+                .bind(r.id.clone())
+                .bind(r.workflow_id.clone())
+                .bind(r.version)
+                .bind("queued")
+                .bind(r.input.clone())
+                .bind(r.origin.clone())
+                .bind(r.idempotency_key.clone())
+                .bind(r.created_by.clone())
+                .bind(r.now)
+                .bind(r.now);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    let audited: Vec<&&RunInsert> = runs.iter().filter(|r| r.audit.is_some()).collect();
+    for chunk in pow2_chunks(&audited) {
+        let mut q = crate::dynamic(format!(
+            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES {}",
+            rows_sql(chunk.len(), 5)
+        ));
+        for r in chunk {
+            let (actor, action, detail) = r.audit.clone().unwrap_or_default();
+            q = q
+                .bind(r.now)
+                .bind(actor)
+                .bind(action)
+                .bind(r.id.clone())
+                .bind(detail);
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }

@@ -194,9 +194,7 @@ async fn apply(inner: &Inner, batch: &[Op]) -> Result<Outcome, StoreError> {
             Op::Flush(_) => {}
         }
     }
-    for c in creates {
-        crate::runs::insert_run(&mut tx, c).await?;
-    }
+    crate::runs::insert_runs(&mut tx, &creates).await?;
     insert_events(&mut tx, &events).await?;
     insert_checkpoints(&mut tx, &checkpoints).await?;
     insert_writes(&mut tx, &writes).await?;
@@ -291,7 +289,7 @@ pub(crate) fn in_list(first: usize, n: usize) -> (String, usize) {
 }
 
 /// `(…), (…)` with `cols` placeholders per row, numbered from 1.
-fn rows_sql(rows: usize, cols: usize) -> String {
+pub(crate) fn rows_sql(rows: usize, cols: usize) -> String {
     let mut sql = String::new();
     for r in 0..rows {
         if r > 0 {
@@ -418,7 +416,10 @@ mod tests {
     fn chunk_sizes_are_powers_of_two_and_cover_everything() {
         let items: Vec<u32> = (0..200).collect();
         let chunks = pow2_chunks(&items);
-        assert_eq!(chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), vec![64, 64, 64, 8]);
+        assert_eq!(
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            vec![64, 64, 64, 8]
+        );
         assert_eq!(chunks.concat(), items);
         assert!(pow2_chunks::<u32>(&[]).is_empty());
         assert_eq!(in_list(4, 3), ("$4, $5, $6, $7".to_string(), 4));
