@@ -152,7 +152,9 @@ pub fn catalog_markdown(specs: &[NodeSpec]) -> String {
     for s in specs {
         out.push_str(&node_section(s));
     }
-    out
+    // Exactly one newline at the end, whatever the last section ends with, so the file and
+    // `orcheo nodes --markdown` agree.
+    format!("{}\n", out.trim_end())
 }
 
 fn anchor(s: &NodeSpec) -> String {

@@ -25,6 +25,7 @@ const COVERED: &[&str] = &[
     "expense-escalation.json",
     "lead-enrichment-map.json",
     "nightly-sales-report.json",
+    "order-ledger-file.json",
     "order-routing.json",
     "paginated-sync-loop.json",
     "parallel-quotes-fanin.json",
@@ -1523,4 +1524,38 @@ fn signup_gate_welcomes_a_good_signup() {
             "email": "ada@example.com", "age": 36, "name": "Ada"
         })
     );
+}
+
+#[test]
+fn order_ledger_writes_only_inside_the_files_directory() {
+    let scratch = Scratch::new("ledger");
+    let files = scratch.0.join("files");
+    std::fs::create_dir_all(&files).expect("files dir");
+    let file = example("order-ledger-file.json").display().to_string();
+    let run = |order: &str, dir: Option<&std::path::Path>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", file.as_str(), "--no-checkpoint", "--input"])
+            .arg(json!({"order_id": order, "total": 12.5}).to_string())
+            .env_remove("ORCHEO_FILES_DIR")
+            .env_remove("ORCHEO_LOG");
+        if let Some(d) = dir {
+            cmd.env("ORCHEO_FILES_DIR", d);
+        }
+        let out = cmd.output().expect("orcheo runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout),
+        )
+    };
+    assert_eq!(run("A-1", Some(&files)).0, 0);
+    assert_eq!(run("A-2", Some(&files)).0, 0);
+    let ledger = std::fs::read_to_string(files.join("ledger/orders.csv")).expect("ledger");
+    assert_eq!(ledger, "A-1,12.5\nA-2,12.5\n");
+    let last = std::fs::read_to_string(files.join("ledger/last-order.txt")).expect("last");
+    assert_eq!(last, "A-2\n");
+    // Without the operator's directory the node refuses, and says how to enable it.
+    let (code, text) = run("A-3", None);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("ORCHEO_FILES_DIR"), "{text}");
 }
