@@ -644,7 +644,14 @@ impl Store {
 
     /// Queues an event for storage (fenced by `fence` when given).
     pub(crate) fn append_event(&self, event: Event, fence: Option<Fence>) {
-        let _ = self.inner.ops.send(Op::Event(event, fence));
+        match crate::writer::EventRow::of(&event) {
+            Ok(row) => {
+                let _ = self.inner.ops.send(Op::Event(row, fence));
+            }
+            Err(e) => {
+                tracing::error!(run_id = %event.run_id, error = %e, "dropping an event that does not serialise")
+            }
+        }
     }
 
     /// One checkpoint.
@@ -845,8 +852,9 @@ fn to_cp_error(e: StoreError) -> CheckpointError {
 impl Checkpointer for RunStorage {
     async fn put(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
         let fence = self.fence(&checkpoint.run_id);
+        let row = crate::writer::CheckpointRow::of(&checkpoint).map_err(to_cp_error)?;
         self.send(|ack| Op::Checkpoint {
-            checkpoint: Box::new(checkpoint),
+            row: Box::new(row),
             fence,
             ack,
         })
@@ -860,10 +868,12 @@ impl Checkpointer for RunStorage {
         write: TaskWrite,
     ) -> Result<(), CheckpointError> {
         let fence = self.fence(run_id);
+        let body = serde_json::to_string(&write)
+            .map_err(|e| CheckpointError::Corrupt(format!("task write: {e}")))?;
         self.send(|ack| Op::Write {
             run_id: run_id.to_string(),
             checkpoint,
-            write: Box::new(write),
+            body,
             fence,
             ack,
         })

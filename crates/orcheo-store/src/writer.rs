@@ -5,7 +5,7 @@
 
 use crate::runs::{RunFinish, StoredEvent};
 use crate::{now_ms, Backend, Inner, StoreError};
-use orcheo_core::checkpoint::{Checkpoint, RunStatus, TaskWrite};
+use orcheo_core::checkpoint::{Checkpoint, RunStatus};
 use orcheo_core::event::Event;
 use sqlx::Row;
 use std::collections::HashMap;
@@ -21,17 +21,63 @@ pub(crate) struct Fence {
 
 type Ack = oneshot::Sender<Result<(), StoreError>>;
 
+/// A checkpoint row, serialised by the caller (off the writer's single task).
+pub(crate) struct CheckpointRow {
+    pub(crate) run_id: String,
+    pub(crate) id: u64,
+    pub(crate) step: u32,
+    pub(crate) status: &'static str,
+    pub(crate) created_at: i64,
+    pub(crate) body: String,
+}
+
+impl CheckpointRow {
+    pub(crate) fn of(cp: &Checkpoint) -> Result<Self, StoreError> {
+        Ok(Self {
+            run_id: cp.run_id.clone(),
+            id: cp.id,
+            step: cp.step,
+            status: cp.status.as_str(),
+            created_at: cp.created_at.timestamp_millis(),
+            body: serde_json::to_string(cp)
+                .map_err(|e| StoreError::Corrupt(format!("checkpoint: {e}")))?,
+        })
+    }
+}
+
+/// An event, serialised once by the caller: the same text is stored and streamed.
+pub(crate) struct EventRow {
+    pub(crate) event: Arc<StoredEvent>,
+    pub(crate) ts: i64,
+}
+
+impl EventRow {
+    pub(crate) fn of(ev: &Event) -> Result<Self, StoreError> {
+        let json =
+            serde_json::to_string(ev).map_err(|e| StoreError::Corrupt(format!("event: {e}")))?;
+        Ok(Self {
+            event: Arc::new(StoredEvent {
+                run_id: ev.run_id.clone(),
+                seq: ev.seq,
+                kind: ev.kind.type_name().to_string(),
+                json: json.into(),
+            }),
+            ts: ev.ts.timestamp_millis(),
+        })
+    }
+}
+
 pub(crate) enum Op {
-    Event(Event, Option<Fence>),
+    Event(EventRow, Option<Fence>),
     Checkpoint {
-        checkpoint: Box<Checkpoint>,
+        row: Box<CheckpointRow>,
         fence: Option<Fence>,
         ack: Ack,
     },
     Write {
         run_id: String,
         checkpoint: u64,
-        write: Box<TaskWrite>,
+        body: String,
         fence: Option<Fence>,
         ack: Ack,
     },
@@ -110,16 +156,9 @@ fn deliver(inner: &Inner, batch: Vec<Op>, outcome: Outcome) {
             _ => Ok(()),
         };
         match op {
-            Op::Event(ev, _) => {
+            Op::Event(row, _) => {
                 if !refused {
-                    if let Ok(json) = serde_json::to_string(&ev) {
-                        let _ = inner.events.send(Arc::new(StoredEvent {
-                            kind: ev.kind.type_name().to_string(),
-                            run_id: ev.run_id,
-                            seq: ev.seq,
-                            json: json.into(),
-                        }));
-                    }
+                    let _ = inner.events.send(row.event);
                 }
             }
             Op::Checkpoint { ack, .. }
@@ -138,8 +177,8 @@ fn deliver(inner: &Inner, batch: Vec<Op>, outcome: Outcome) {
 fn fail(op: Op, e: StoreError) {
     let msg = e.to_string();
     match op {
-        Op::Event(ev, _) => {
-            tracing::error!(run_id = %ev.run_id, seq = ev.seq, error = %msg, "could not store a run event");
+        Op::Event(row, _) => {
+            tracing::error!(run_id = %row.event.run_id, seq = row.event.seq, error = %msg, "could not store a run event");
         }
         Op::Checkpoint { ack, .. }
         | Op::Write { ack, .. }
@@ -172,9 +211,9 @@ async fn apply(inner: &Inner, batch: &[Op]) -> Result<Outcome, StoreError> {
         .collect();
 
     let mut creates = Vec::new();
-    let mut events: Vec<&Event> = Vec::new();
-    let mut checkpoints: Vec<&Checkpoint> = Vec::new();
-    let mut writes: Vec<(&str, u64, &TaskWrite)> = Vec::new();
+    let mut events: Vec<&EventRow> = Vec::new();
+    let mut checkpoints: Vec<&CheckpointRow> = Vec::new();
+    let mut writes: Vec<(&str, u64, &str)> = Vec::new();
     let mut finishes = Vec::new();
     for (op, refused) in batch.iter().zip(&refused) {
         if *refused {
@@ -182,13 +221,13 @@ async fn apply(inner: &Inner, batch: &[Op]) -> Result<Outcome, StoreError> {
         }
         match op {
             Op::Event(ev, _) => events.push(ev),
-            Op::Checkpoint { checkpoint, .. } => checkpoints.push(checkpoint),
+            Op::Checkpoint { row, .. } => checkpoints.push(row),
             Op::Write {
                 run_id,
                 checkpoint,
-                write,
+                body,
                 ..
-            } => writes.push((run_id, *checkpoint, write)),
+            } => writes.push((run_id, *checkpoint, body)),
             Op::Finish { id, epoch, fin, .. } => finishes.push((id, *epoch, fin)),
             Op::CreateRun { sql_args, .. } => creates.push(sql_args),
             Op::Flush(_) => {}
@@ -309,7 +348,7 @@ pub(crate) fn rows_sql(rows: usize, cols: usize) -> String {
 
 async fn insert_checkpoints(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    cps: &[&Checkpoint],
+    cps: &[&CheckpointRow],
 ) -> Result<(), StoreError> {
     // A checkpoint put twice in one batch: the later one wins (one statement cannot touch a
     // row twice on PostgreSQL).
@@ -317,7 +356,7 @@ async fn insert_checkpoints(
     for (i, cp) in cps.iter().enumerate() {
         last.insert((cp.run_id.as_str(), cp.id), i);
     }
-    let cps: Vec<&Checkpoint> = cps
+    let cps: Vec<&CheckpointRow> = cps
         .iter()
         .enumerate()
         .filter(|(i, cp)| last.get(&(cp.run_id.as_str(), cp.id)) == Some(i))
@@ -330,15 +369,13 @@ async fn insert_checkpoints(
             rows_sql(chunk.len(), 6)
         ));
         for cp in chunk {
-            let body = serde_json::to_string(cp)
-                .map_err(|e| StoreError::Corrupt(format!("checkpoint: {e}")))?;
             q = q
                 .bind(cp.run_id.clone())
                 .bind(cp.id as i64)
                 .bind(i64::from(cp.step))
-                .bind(cp.status.as_str())
-                .bind(body)
-                .bind(cp.created_at.timestamp_millis());
+                .bind(cp.status)
+                .bind(cp.body.clone())
+                .bind(cp.created_at);
         }
         q.execute(&mut **tx).await?;
     }
@@ -363,21 +400,19 @@ fn write_order() -> i64 {
 
 async fn insert_writes(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    writes: &[(&str, u64, &TaskWrite)],
+    writes: &[(&str, u64, &str)],
 ) -> Result<(), StoreError> {
     for chunk in pow2_chunks(writes) {
         let mut q = crate::dynamic(format!(
             "INSERT INTO task_writes (run_id, checkpoint, n, body) VALUES {}",
             rows_sql(chunk.len(), 4)
         ));
-        for (run_id, checkpoint, write) in chunk {
-            let body = serde_json::to_string(write)
-                .map_err(|e| StoreError::Corrupt(format!("task write: {e}")))?;
+        for (run_id, checkpoint, body) in chunk {
             q = q
                 .bind(run_id.to_string())
                 .bind(*checkpoint as i64)
                 .bind(write_order())
-                .bind(body);
+                .bind(body.to_string());
         }
         q.execute(&mut **tx).await?;
     }
@@ -386,22 +421,21 @@ async fn insert_writes(
 
 async fn insert_events(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    events: &[&Event],
+    events: &[&EventRow],
 ) -> Result<(), StoreError> {
     for chunk in pow2_chunks(events) {
         let mut q = crate::dynamic(format!(
             "INSERT INTO run_events (run_id, seq, ts, type, body) VALUES {} ON CONFLICT (run_id, seq) DO NOTHING",
             rows_sql(chunk.len(), 5)
         ));
-        for ev in chunk {
-            let body = serde_json::to_string(ev)
-                .map_err(|e| StoreError::Corrupt(format!("event: {e}")))?;
+        for row in chunk {
+            let ev = &row.event;
             q = q
                 .bind(ev.run_id.to_string())
                 .bind(ev.seq as i64)
-                .bind(ev.ts.timestamp_millis())
-                .bind(ev.kind.type_name())
-                .bind(body);
+                .bind(row.ts)
+                .bind(ev.kind.clone())
+                .bind(ev.json.to_string());
         }
         q.execute(&mut **tx).await?;
     }
