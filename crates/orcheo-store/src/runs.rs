@@ -356,7 +356,8 @@ impl Store {
     }
 
     /// Takes up to `max` runs that are queued or whose lease expired, honouring each
-    /// workflow's concurrency limit. Every lease increments the run's fencing token.
+    /// workflow's concurrency limit. Every lease increments the run's fencing token. Runs in
+    /// the writer's batch, so leasing never waits for the write connection.
     pub async fn lease_runs(
         &self,
         owner: &str,
@@ -366,13 +367,35 @@ impl Store {
         if max == 0 {
             return Ok(Vec::new());
         }
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .ops
+            .send(Op::Lease {
+                owner: owner.to_string(),
+                max,
+                ttl,
+                ack: tx,
+            })
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// [`Store::lease_runs`] inside a transaction.
+pub(crate) async fn lease_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    owner: &str,
+    max: usize,
+    ttl: std::time::Duration,
+) -> Result<Vec<LeasedRun>, StoreError> {
+    {
         let now = now_ms();
         let until = now + ttl.as_millis() as i64;
-        let mut tx = self.inner.write.begin().await?;
-        if self.inner.backend == Backend::Postgres {
+        if backend == Backend::Postgres {
             // One leaser at a time across servers, so concurrency limits hold.
             sqlx::query("SELECT pg_advisory_xact_lock(72616002)")
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
         let want = (max * 2) as i64;
@@ -386,7 +409,7 @@ impl Store {
             if sql.contains("$2") {
                 q = q.bind(now);
             }
-            for r in q.fetch_all(&mut *tx).await? {
+            for r in q.fetch_all(&mut **tx).await? {
                 cands.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
             }
         }
@@ -408,7 +431,7 @@ impl Store {
                         )
                         .bind(wf.as_str())
                         .bind(now)
-                        .fetch_one(&mut *tx)
+                        .fetch_one(&mut **tx)
                         .await?;
                         r.try_get::<i64, _>(0)?
                     }
@@ -435,7 +458,7 @@ impl Store {
                 q = q.bind(chosen[i.min(chosen.len() - 1)].clone());
             }
             let mut rows = q
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut **tx)
                 .await?
                 .iter()
                 .map(run_row)
@@ -449,10 +472,11 @@ impl Store {
                 })
                 .collect();
         }
-        tx.commit().await?;
         Ok(leased)
     }
+}
 
+impl Store {
     /// Extends every lease `owner` holds; returns the ids of its runs asked to cancel.
     pub async fn renew_leases(
         &self,

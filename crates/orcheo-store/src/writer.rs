@@ -91,6 +91,12 @@ pub(crate) enum Op {
         sql_args: crate::runs::RunInsert,
         ack: Ack,
     },
+    Lease {
+        owner: String,
+        max: usize,
+        ttl: std::time::Duration,
+        ack: oneshot::Sender<Result<Vec<crate::runs::LeasedRun>, StoreError>>,
+    },
     Flush(oneshot::Sender<()>),
 }
 
@@ -103,7 +109,7 @@ impl Op {
                 run_id: id.as_str().into(),
                 epoch: *epoch,
             }),
-            Op::Flush(_) | Op::CreateRun { .. } => None,
+            Op::Flush(_) | Op::CreateRun { .. } | Op::Lease { .. } => None,
         }
     }
 }
@@ -120,8 +126,16 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Op>) 
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         match apply(&inner, &batch).await {
-            Ok(outcome) => deliver(&inner, batch, outcome),
+            Ok(outcome) => {
+                tracing::debug!(
+                    ops = batch.len(),
+                    us = started.elapsed().as_micros() as u64,
+                    "write batch committed"
+                );
+                deliver(&inner, batch, outcome)
+            }
             Err(e) => {
                 // One bad op must not sink the others: apply each alone.
                 tracing::warn!(error = %e, ops = batch.len(), "batched write failed; retrying one by one");
@@ -136,9 +150,10 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Op>) 
     }
 }
 
-/// Per op: Ok, or refused by its fence.
+/// Per op: Ok, or refused by its fence; and the runs each lease op took.
 struct Outcome {
     refused: Vec<bool>,
+    leased: HashMap<usize, Vec<crate::runs::LeasedRun>>,
 }
 
 fn refused_error(f: &Fence) -> StoreError {
@@ -148,8 +163,8 @@ fn refused_error(f: &Fence) -> StoreError {
     ))
 }
 
-fn deliver(inner: &Inner, batch: Vec<Op>, outcome: Outcome) {
-    for (op, refused) in batch.into_iter().zip(outcome.refused) {
+fn deliver(inner: &Inner, batch: Vec<Op>, mut outcome: Outcome) {
+    for (i, (op, refused)) in batch.into_iter().zip(outcome.refused).enumerate() {
         let fence = op.fence();
         let result = || match (&fence, refused) {
             (Some(f), true) => Err(refused_error(f)),
@@ -166,6 +181,9 @@ fn deliver(inner: &Inner, batch: Vec<Op>, outcome: Outcome) {
             | Op::Finish { ack, .. }
             | Op::CreateRun { ack, .. } => {
                 let _ = ack.send(result());
+            }
+            Op::Lease { ack, .. } => {
+                let _ = ack.send(Ok(outcome.leased.remove(&i).unwrap_or_default()));
             }
             Op::Flush(ack) => {
                 let _ = ack.send(());
@@ -186,6 +204,9 @@ fn fail(op: Op, e: StoreError) {
         | Op::CreateRun { ack, .. } => {
             let _ = ack.send(Err(e));
         }
+        Op::Lease { ack, .. } => {
+            let _ = ack.send(Err(e));
+        }
         Op::Flush(ack) => {
             let _ = ack.send(());
         }
@@ -196,6 +217,7 @@ async fn apply(inner: &Inner, batch: &[Op]) -> Result<Outcome, StoreError> {
     if batch.iter().all(|op| matches!(op, Op::Flush(_))) {
         return Ok(Outcome {
             refused: vec![false; batch.len()],
+            leased: HashMap::new(),
         });
     }
     // Set-based: one statement per table and batch, whatever the number of runs in it (each
@@ -230,7 +252,7 @@ async fn apply(inner: &Inner, batch: &[Op]) -> Result<Outcome, StoreError> {
             } => writes.push((run_id, *checkpoint, body)),
             Op::Finish { id, epoch, fin, .. } => finishes.push((id, *epoch, fin)),
             Op::CreateRun { sql_args, .. } => creates.push(sql_args),
-            Op::Flush(_) => {}
+            Op::Flush(_) | Op::Lease { .. } => {}
         }
     }
     crate::runs::insert_runs(&mut tx, &creates).await?;
@@ -259,8 +281,21 @@ async fn apply(inner: &Inner, batch: &[Op]) -> Result<Outcome, StoreError> {
         .await?;
         debug_assert!(fin.status != RunStatus::Queued);
     }
+    // Leases last, so slots freed by this batch's finished runs are filled in the same commit.
+    let mut leased = HashMap::new();
+    for (i, op) in batch.iter().enumerate() {
+        if let Op::Lease {
+            owner, max, ttl, ..
+        } = op
+        {
+            leased.insert(
+                i,
+                crate::runs::lease_in(&mut tx, inner.backend, owner, *max, *ttl).await?,
+            );
+        }
+    }
     tx.commit().await?;
-    Ok(Outcome { refused })
+    Ok(Outcome { refused, leased })
 }
 
 /// Which lease tokens of the batch still hold: one query for all its runs. On PostgreSQL the
