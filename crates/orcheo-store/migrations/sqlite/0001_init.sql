@@ -1,4 +1,5 @@
--- Orcheo schema v1 (SQLite). Times are epoch milliseconds; JSON is TEXT.
+-- Orcheo schema v1 (SQLite). Times are epoch milliseconds; JSON is TEXT. Append-only run
+-- data is stored WITHOUT ROWID: one B-tree per table, clustered by run.
 CREATE TABLE workflows (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -65,7 +66,7 @@ CREATE TABLE run_events (
     type TEXT NOT NULL,
     body TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
-);
+) WITHOUT ROWID;
 CREATE TABLE checkpoints (
     run_id TEXT NOT NULL,
     id INTEGER NOT NULL,
@@ -74,14 +75,14 @@ CREATE TABLE checkpoints (
     body TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     PRIMARY KEY (run_id, id)
-);
+) WITHOUT ROWID;
 CREATE TABLE task_writes (
     run_id TEXT NOT NULL,
     checkpoint INTEGER NOT NULL,
     n INTEGER NOT NULL,
     body TEXT NOT NULL,
     PRIMARY KEY (run_id, checkpoint, n)
-);
+) WITHOUT ROWID;
 CREATE TABLE api_keys (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
