@@ -584,19 +584,42 @@ impl Store {
 
     /// Queues a waiting run again with the value to resume it with.
     pub async fn resume_run(&self, id: &str, value: &Value) -> Result<RunRecord, StoreError> {
-        let done = sqlx::query(
-            "UPDATE runs SET status = 'queued', resume_value = $1, wake_at = NULL, updated_at = $2 WHERE id = $3 AND status = 'waiting'",
+        self.requeue(
+            id,
+            RunStatus::Waiting,
+            "resume_value = $3, wake_at = NULL",
+            Some(value.to_string()),
+            "resumed",
         )
-        .bind(value.to_string())
+        .await
+    }
+
+    /// Queues a run in status `from` again, setting `set` (which may use `$3` = `arg`).
+    async fn requeue(
+        &self,
+        id: &str,
+        from: RunStatus,
+        set: &str,
+        arg: Option<String>,
+        verb: &str,
+    ) -> Result<RunRecord, StoreError> {
+        let mut q = crate::dynamic(format!(
+            "UPDATE runs SET status = 'queued', updated_at = $1, {set} WHERE id = $2 AND status = '{}'",
+            from.as_str()
+        ))
         .bind(now_ms())
-        .bind(id)
-        .execute(&self.inner.write)
-        .await?;
+        .bind(id);
+        if let Some(a) = arg {
+            q = q.bind(a);
+        }
+        let done = q.execute(&self.inner.write).await?;
         let run = self.get_run(id).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!(
-                "run `{id}` is {}, not waiting; only a waiting run can be resumed",
-                run.status.as_str()
+                "run `{id}` is {}, not {}; only a {} run can be {verb}",
+                run.status.as_str(),
+                from.as_str(),
+                from.as_str()
             )));
         }
         Ok(run)
@@ -617,21 +640,14 @@ impl Store {
 
     /// Queues a failed run again so a worker retries it from its last checkpoint.
     pub async fn retry_run(&self, id: &str) -> Result<RunRecord, StoreError> {
-        let done = sqlx::query(
-            "UPDATE runs SET status = 'queued', error = NULL, failed_node = NULL, finished_at = NULL, updated_at = $1 WHERE id = $2 AND status = 'failed'",
+        self.requeue(
+            id,
+            RunStatus::Failed,
+            "error = NULL, failed_node = NULL, finished_at = NULL",
+            None,
+            "retried",
         )
-        .bind(now_ms())
-        .bind(id)
-        .execute(&self.inner.write)
-        .await?;
-        let run = self.get_run(id).await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!(
-                "run `{id}` is {}, not failed; only a failed run can be retried",
-                run.status.as_str()
-            )));
-        }
-        Ok(run)
+        .await
     }
 
     /// The highest stored event number of a run (0 when none).

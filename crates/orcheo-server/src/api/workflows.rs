@@ -164,6 +164,33 @@ pub(crate) fn check_document(
     })
 }
 
+/// Validates a document and adds it as a version (nothing when unchanged); `rename` also
+/// takes the workflow's name from the document.
+async fn add_checked_version(
+    st: &AppState,
+    id: &str,
+    doc: &Value,
+    actor: &str,
+    message: Option<String>,
+    rename: bool,
+) -> ApiResult<(VersionRecord, bool, Vec<validate::Problem>)> {
+    let (doc, warnings) = check_document(st, doc)?;
+    let (v, created) = st
+        .store
+        .add_version(
+            id,
+            NewVersion {
+                content_hash: content_hash(&doc),
+                document: doc.to_value(),
+                author: actor.to_string(),
+                message: message.unwrap_or_default(),
+            },
+            rename.then_some(doc.name.as_str()),
+        )
+        .await?;
+    Ok((v, created, warnings))
+}
+
 /// SHA-256 of the document's canonical JSON (keys sorted), so equal documents hash equally.
 pub(crate) fn content_hash(doc: &Workflow) -> String {
     fn canon(v: &Value) -> Value {
@@ -346,21 +373,9 @@ pub async fn update_workflow(
     let mut warnings = Vec::new();
     let mut new_version = None;
     if let Some(doc) = &body.document {
-        let (doc, w) = check_document(&st, doc)?;
+        let (v, created, w) =
+            add_checked_version(&st, &id, doc, &p.actor(), body.message.clone(), false).await?;
         warnings = w;
-        let (v, created) = st
-            .store
-            .add_version(
-                &id,
-                NewVersion {
-                    content_hash: content_hash(&doc),
-                    document: doc.to_value(),
-                    author: p.actor(),
-                    message: body.message.clone().unwrap_or_default(),
-                },
-                None,
-            )
-            .await?;
         if created {
             new_version = Some(v.version);
         }
@@ -441,20 +456,8 @@ pub async fn create_version(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CreateVersion>,
 ) -> ApiResult<(StatusCode, Json<VersionCreated>)> {
-    let (doc, warnings) = check_document(&st, &body.document)?;
-    let (v, created) = st
-        .store
-        .add_version(
-            &id,
-            NewVersion {
-                content_hash: content_hash(&doc),
-                document: doc.to_value(),
-                author: p.actor(),
-                message: body.message.unwrap_or_default(),
-            },
-            Some(&doc.name),
-        )
-        .await?;
+    let (v, created, warnings) =
+        add_checked_version(&st, &id, &body.document, &p.actor(), body.message, true).await?;
     if created {
         st.store
             .audit(
