@@ -8,7 +8,15 @@ if [ -n "${ORCHEO_TEST_POSTGRES:-}" ]; then exit 0; fi
 
 up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
 
-if up; then exit 0; fi
+# Each test makes its own database (orcheo_test_*); drop those left by earlier runs.
+drop_leftovers() {
+  command -v psql >/dev/null 2>&1 || return 0
+  psql -h 127.0.0.1 -U postgres -d postgres -Atqc \
+    "select 'drop database if exists ' || quote_ident(datname) || ';' from pg_database where datname like 'orcheo\_test\_%'" 2>/dev/null \
+    | psql -h 127.0.0.1 -U postgres -d postgres -q >/dev/null 2>&1 || true
+}
+
+if up; then drop_leftovers; exit 0; fi
 echo "PostgreSQL is not answering on 127.0.0.1:5432; starting one" >&2
 if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -25,7 +33,7 @@ if ! grep -q "orcheo-tests" "$conf/pg_hba.conf"; then
 fi
 pg_ctlcluster --skip-systemctl-redirect "$ver" main start || pg_ctlcluster --skip-systemctl-redirect "$ver" main reload
 for _ in $(seq 1 50); do
-  if up; then exit 0; fi
+  if up; then drop_leftovers; exit 0; fi
   sleep 0.2
 done
 echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2
