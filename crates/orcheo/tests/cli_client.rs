@@ -1,0 +1,276 @@
+//! The CLI as a client of a real `orcheo serve` subprocess, and `orcheo api-key` on its data
+//! directory.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_orcheo");
+
+struct Serve {
+    child: Child,
+    base: String,
+    key: String,
+    dir: PathBuf,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn serve() -> Serve {
+    let dir = std::env::temp_dir().join(format!(
+        "orcheo-cli-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let mut child = Command::new(BIN)
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(&dir)
+        .env_remove("ORCHEO_DATABASE_URL")
+        .env("ORCHEO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (mut base, mut key, mut next) = (String::new(), String::new(), false);
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        if next {
+            key = line.trim().to_string();
+            next = false;
+        }
+        if let Some(rest) = line.strip_prefix("Orcheo is running at ") {
+            base = rest.split_whitespace().next().unwrap_or("").to_string();
+        }
+        next |= line.contains("It is shown only now");
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Serve {
+        child,
+        base,
+        key,
+        dir,
+    }
+}
+
+fn cli(s: &Serve, key: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("ORCHEO_SERVER", &s.base)
+        .env_remove("ORCHEO_API_KEY")
+        .env_remove("ORCHEO_LOG");
+    if let Some(k) = key {
+        cmd.env("ORCHEO_API_KEY", k);
+    }
+    let out = cmd.output().expect("orcheo");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+#[test]
+fn workflow_commands_against_a_server() {
+    let s = serve();
+    let key = Some(s.key.as_str());
+    let file = examples().join("order-routing.json");
+    let file = file.to_str().expect("path");
+    let (code, out, err) = cli(&s, key, &["workflow", "push", file]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "order-routing: created (version 1)");
+    let (_, out, _) = cli(&s, key, &["workflow", "push", file]);
+    assert_eq!(out.trim(), "order-routing: unchanged (version 1)");
+    // A changed copy becomes version 2.
+    let mut doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(file).expect("read")).expect("json");
+    doc["description"] =
+        Value::String("Routes orders to a lane, now with a new description.".into());
+    let changed = s.dir.join("order-routing.json");
+    std::fs::write(&changed, doc.to_string()).expect("write");
+    let (code, out, err) = cli(
+        &s,
+        key,
+        &[
+            "workflow",
+            "push",
+            changed.to_str().expect("p"),
+            "-m",
+            "new words",
+        ],
+    );
+    assert_eq!(
+        (code, out.trim()),
+        (0, "order-routing: new version (version 2)"),
+        "{err}"
+    );
+
+    let (_, out, _) = cli(&s, key, &["workflow", "list", "--json"]);
+    let list: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(list["items"][0]["id"], "order-routing");
+    let (_, out, _) = cli(
+        &s,
+        key,
+        &["workflow", "show", "order-routing", "--version", "1"],
+    );
+    let v1: Value = serde_json::from_str(&out).expect("document");
+    assert_eq!(v1["name"], "Order routing");
+    let (_, out, _) = cli(&s, key, &["workflow", "versions", "order-routing"]);
+    assert!(
+        out.lines()
+            .next()
+            .is_some_and(|l| l.starts_with("v2") && l.contains("new words")),
+        "{out}"
+    );
+    let (_, out, _) = cli(&s, key, &["workflow", "diff", "order-routing", "1", "2"]);
+    assert!(out.contains("~ /description:"), "{out}");
+
+    // Run and wait: events stream, then the outcome and exit code 0.
+    let (code, out, err) = cli(
+        &s,
+        key,
+        &[
+            "workflow",
+            "run",
+            "order-routing",
+            "--input",
+            r#"{"order_id": "A-9", "country": "DE", "total": 1250}"#,
+            "--wait",
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("run_completed") && out.contains("same-day courier"),
+        "{out}"
+    );
+    let run_id = err
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .expect("run id")
+        .trim()
+        .to_string();
+    let (code, out, _) = cli(&s, key, &["run-status", &run_id, "--json"]);
+    assert_eq!(code, 0);
+    let run: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(run["status"], "completed");
+    let (_, out, _) = cli(&s, key, &["workflow", "logs", &run_id, "--json"]);
+    let seqs: Vec<u64> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("event")["seq"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let (_, follow, _) = cli(
+        &s,
+        key,
+        &["workflow", "logs", &run_id, "--follow", "--after", "3"],
+    );
+    assert!(
+        follow
+            .lines()
+            .next()
+            .is_some_and(|l| l.trim_start().starts_with('4')),
+        "{follow}"
+    );
+
+    // Invalid input and bad keys: clear errors, non-zero exit.
+    let (code, _, err) = cli(
+        &s,
+        key,
+        &["workflow", "run", "order-routing", "--input", "[1]"],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("422") || err.contains("object"), "{err}");
+    let (code, _, err) = cli(&s, None, &["workflow", "list"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("401") && err.contains("ORCHEO_API_KEY"),
+        "{err}"
+    );
+}
+
+#[test]
+fn api_key_commands_on_the_data_directory() {
+    let s = serve();
+    let dir = s.dir.to_str().expect("dir").to_string();
+    let (code, out, err) = cli(
+        &s,
+        None,
+        &[
+            "api-key",
+            "create",
+            "--name",
+            "ci",
+            "--scope",
+            "runs:read",
+            "--data-dir",
+            &dir,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let new_key = out.trim().to_string();
+    assert!(new_key.starts_with("ok_"));
+    // The key works against the running server, within its scope only.
+    let (code, _, err) = cli(&s, Some(&new_key), &["workflow", "list"]);
+    assert_ne!(code, 0, "runs:read cannot list workflows");
+    assert!(
+        err.contains("403") && err.contains("workflows:read"),
+        "{err}"
+    );
+    let (_, _, err) = cli(&s, Some(&new_key), &["run-status", "no-such-run"]);
+    assert!(err.contains("404"), "runs:read may read runs: {err}");
+    let (code, out, _) = cli(&s, None, &["api-key", "list", "--json", "--data-dir", &dir]);
+    assert_eq!(code, 0);
+    let keys: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(keys.as_array().map(Vec::len), Some(2));
+    assert!(
+        !out.contains(&new_key[12..]),
+        "listing never shows a secret"
+    );
+    let prefix = &new_key[3..11];
+    let (code, out, _) = cli(&s, None, &["api-key", "revoke", prefix, "--data-dir", &dir]);
+    assert_eq!(code, 0);
+    assert!(out.contains("revoked"));
+    let (code, _, err) = cli(&s, Some(&new_key), &["run-status", "no-such-run"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("401"),
+        "a revoked key stops working at once: {err}"
+    );
+    let (code, _, err) = cli(
+        &s,
+        None,
+        &[
+            "api-key",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "root",
+            "--data-dir",
+            &dir,
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown scope `root`"), "{err}");
+}
