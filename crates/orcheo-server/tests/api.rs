@@ -13,7 +13,39 @@ both!(
     waiting_runs_resume_cancel_and_fork,
     cancel_running_and_concurrency_limit,
     errors_are_problem_json,
+    sub_workflows_by_id_come_from_the_store,
 );
+
+async fn sub_workflows_by_id_come_from_the_store(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.push("child", chain(2)).await;
+    let parent = json!({"format": "orcheo.workflow/1", "name": "parent",
+        "nodes": [{"id": "call", "type": "sub_workflow",
+                   "config": {"workflow": {"id": "child", "version": 1}, "input": {"from": "{{ input.who }}"}}}],
+        "edges": [{"source": "__start__", "target": "call"}, {"source": "call", "target": "__end__"}]});
+    s.push("parent", parent.clone()).await;
+    let run = s.start_run("parent", json!({"who": "Ada"})).await;
+    let done = s.wait_for(&run, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let child_state = &done["output"]["results"]["call"];
+    assert_eq!(child_state["v1"], 1, "{done}");
+    assert_eq!(child_state["from"], "Ada", "{done}");
+    // A missing child is a clear run error, not a crash.
+    let mut broken = parent;
+    broken["nodes"][0]["config"]["workflow"] = json!({"id": "ghost"});
+    s.push("broken-parent", broken).await;
+    let run = s.start_run("broken-parent", json!({})).await;
+    let failed = s.wait_for(&run, &["failed", "completed"]).await;
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ghost"),
+        "{failed}"
+    );
+    s.stop().await;
+}
 
 async fn workflows_versions_and_search(b: Backend) {
     let s = TestServer::start(b).await;
