@@ -109,7 +109,20 @@ pub struct RunOptions {
     pub cancel: CancellationToken,
     /// The parent run, for sub-workflows.
     pub parent: Option<ParentRef>,
+    /// With a resume value: answer only this interrupt; the run's other interrupts keep
+    /// waiting. Without it a value answers every pending interrupt.
+    pub resume_at: Option<ResumeTarget>,
     depth: usize,
+}
+
+/// One interrupt of a waiting run: a node, and the map item for mapped nodes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResumeTarget {
+    /// The waiting node.
+    pub node: String,
+    /// The map item (None: every waiting item of the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
 }
 
 impl RunOptions {
@@ -260,6 +273,8 @@ impl NodeEvents for Emitter {
 #[derive(Clone, Debug)]
 enum ResumeInput {
     Value(Value),
+    /// A value for one interrupt only.
+    Only(ResumeTarget, Value),
     Timeout,
 }
 
@@ -717,7 +732,32 @@ impl Engine {
                 .any(|w| w.timeout_at.is_some_and(|t| now >= t));
             match (expired, resume) {
                 (true, _) => Some(ResumeInput::Timeout),
-                (false, Some(v)) => Some(ResumeInput::Value(v)),
+                (false, Some(v)) => match &opts.resume_at {
+                    None => Some(ResumeInput::Value(v)),
+                    Some(t) => {
+                        let hit = cp
+                            .waiting
+                            .iter()
+                            .any(|w| w.node == t.node && (t.index.is_none() || w.index == t.index));
+                        if !hit {
+                            let waiting: Vec<String> = cp
+                                .waiting
+                                .iter()
+                                .map(|w| match w.index {
+                                    Some(i) => format!("{}[{i}]", w.node),
+                                    None => w.node.clone(),
+                                })
+                                .collect();
+                            return Err(EngineError::NotResumable(format!(
+                                "run `{run_id}` is not waiting at `{}`{}; it waits at {}",
+                                t.node,
+                                t.index.map(|i| format!(" item {i}")).unwrap_or_default(),
+                                waiting.join(", ")
+                            )));
+                        }
+                        Some(ResumeInput::Only(t.clone(), v))
+                    }
+                },
                 (false, None) => {
                     let mut nodes: Vec<&str> = cp.waiting.iter().map(|w| w.node.as_str()).collect();
                     nodes.dedup();
@@ -1451,6 +1491,17 @@ impl Engine {
                         }
                     }
                     Some(ResumeInput::Value(v)) => resume_value = Some(v.clone()),
+                    Some(ResumeInput::Only(t, v))
+                        if *t.node == *node.id && (t.index.is_none() || t.index == index) =>
+                    {
+                        resume_value = Some(v.clone())
+                    }
+                    // Another interrupt is answered: this one keeps waiting.
+                    Some(ResumeInput::Only(..)) => {
+                        return ItemOutcome::Interrupted {
+                            interrupt: interrupt.clone(),
+                        }
+                    }
                     Some(ResumeInput::Timeout) => {
                         let has_timeout_edge =
                             node.edges.iter().any(|e| e.kind == EdgeKind::Timeout);
@@ -1895,6 +1946,7 @@ impl Runtime for EngineRuntime {
                 run_id: ctx.run_id.to_string(),
                 node: ctx.node_id.to_string(),
             }),
+            resume_at: None,
             depth: self.depth + 1,
         };
         let engine = &self.engine;

@@ -17,7 +17,7 @@ pub mod validate;
 
 pub use checkpoint::{Checkpoint, Checkpointer, FileCheckpointer, MemoryCheckpointer, RunStatus};
 pub use document::Workflow;
-pub use engine::{Engine, EngineError, RunOptions, RunOutcome};
+pub use engine::{Engine, EngineError, ResumeTarget, RunOptions, RunOutcome};
 pub use event::{Event, EventKind, EventSink};
 pub use graph::CompiledWorkflow;
 pub use node::{Catalog, Node, NodeContext, NodeError, NodeOutput, NodeResult, NodeSpec};

@@ -7,7 +7,7 @@ use crate::{CompiledCache, Config};
 use async_trait::async_trait;
 use orcheo_core::checkpoint::{CheckpointError, RunStatus};
 use orcheo_core::engine::{Engine, EngineError, RunOptions, RunOutcome, WorkflowLoader};
-use orcheo_core::{Catalog, Workflow};
+use orcheo_core::{Catalog, ResumeTarget, Workflow};
 use orcheo_store::{LeasedRun, RunFinish, RunStorage, Store};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -270,9 +270,17 @@ impl Worker {
             }
             None => self.engine.start(&wf, run.input.clone(), opts).await,
             Some(_) => {
-                self.engine
-                    .resume(&wf, &run.id, run.resume_value.clone(), opts)
-                    .await
+                // The API stores `{"value": …, "at": {node, index}?}`.
+                let (value, at) = match run.resume_value.clone() {
+                    Some(Value::Object(mut m)) => (
+                        m.remove("value"),
+                        m.remove("at")
+                            .and_then(|a| serde_json::from_value::<ResumeTarget>(a).ok()),
+                    ),
+                    other => (other, None),
+                };
+                opts.resume_at = at;
+                self.engine.resume(&wf, &run.id, value, opts).await
             }
         };
         let fin = match result {

@@ -14,7 +14,70 @@ both!(
     cancel_running_and_concurrency_limit,
     errors_are_problem_json,
     sub_workflows_by_id_come_from_the_store,
+    one_of_two_interrupts_resumed_at_a_time,
 );
+
+async fn one_of_two_interrupts_resumed_at_a_time(b: Backend) {
+    let s = TestServer::start(b).await;
+    let doc = json!({"format": "orcheo.workflow/1", "name": "two approvals",
+    "state": {"decisions": {"reducer": "append", "default": []}},
+    "nodes": [
+        {"id": "legal", "type": "human_approval", "config": {"message": "Legal OK?", "options": ["approve", "reject"]}},
+        {"id": "finance", "type": "human_approval", "config": {"message": "Finance OK?", "options": ["approve", "reject"]}},
+        {"id": "legal_said", "type": "set_variables", "config": {"values": {"decisions": ["legal"]}}},
+        {"id": "finance_said", "type": "set_variables", "config": {"values": {"decisions": ["finance"]}}},
+        {"id": "done", "type": "noop"}
+    ],
+    "edges": [
+        {"source": "__start__", "target": "legal"}, {"source": "__start__", "target": "finance"},
+        {"source": "legal", "target": "legal_said"}, {"source": "finance", "target": "finance_said"},
+        {"source": "legal_said", "target": "done"}, {"source": "finance_said", "target": "done"},
+        {"source": "done", "target": "__end__"}
+    ]});
+    s.push("two", doc).await;
+    let run = s.start_run("two", json!({})).await;
+    let w = s.wait_for(&run, &["waiting"]).await;
+    assert_eq!(w["waiting"].as_array().map(Vec::len), Some(2), "{w}");
+    let (st, p) = s
+        .call(
+            "POST",
+            &format!("/api/runs/{run}/resume"),
+            Some(json!({"value": "approve", "node": "nobody"})),
+        )
+        .await;
+    assert_eq!(st, 409);
+    assert!(p["detail"].as_str().unwrap_or("").contains("legal"), "{p}");
+    s.ok(
+        "POST",
+        &format!("/api/runs/{run}/resume"),
+        Some(json!({"value": "approve", "node": "legal"})),
+    )
+    .await;
+    // Legal moves on; finance still waits.
+    let mut still = Value::Null;
+    for _ in 0..200 {
+        let v = s.ok("GET", &format!("/api/runs/{run}"), None).await;
+        if v["status"] == "waiting" && v["waiting"].as_array().map(Vec::len) == Some(1) {
+            still = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(still["waiting"][0]["node"], "finance", "{still}");
+    s.ok(
+        "POST",
+        &format!("/api/runs/{run}/resume"),
+        Some(json!({"value": "approve", "node": "finance"})),
+    )
+    .await;
+    let done = s.wait_for(&run, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let mut d: Vec<String> =
+        serde_json::from_value(done["output"]["state"]["decisions"].clone()).expect("decisions");
+    d.sort();
+    assert_eq!(d, vec!["finance", "legal"]);
+    s.stop().await;
+}
 
 async fn sub_workflows_by_id_come_from_the_store(b: Backend) {
     let s = TestServer::start(b).await;

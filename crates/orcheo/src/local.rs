@@ -34,6 +34,10 @@ pub struct RunArgs {
     /// Value for a waiting run (an approval decision, ...): inline JSON or @path.
     #[arg(long, value_name = "JSON")]
     pub resume_value: Option<String>,
+    /// With --resume-value: answer only this node's interrupt (NODE or NODE[INDEX] for a map
+    /// item); the run's other interrupts keep waiting.
+    #[arg(long, value_name = "NODE", requires = "resume_value")]
+    pub resume_node: Option<String>,
     /// State fields to replace when forking from a checkpoint: a JSON object or @path.
     #[arg(long, value_name = "JSON", requires = "resume")]
     pub patch: Option<String>,
@@ -430,6 +434,21 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     let mut opts = RunOptions::default();
     opts.run_id = args.run_id.clone();
     opts.cancel = cancel;
+    if let Some(spec) = &args.resume_node {
+        let (node, index) = match spec.strip_suffix(']').and_then(|s| s.split_once('[')) {
+            Some((n, i)) => match i.parse::<usize>() {
+                Ok(i) => (n.to_string(), Some(i)),
+                Err(_) => {
+                    eprintln!(
+                        "error: --resume-node {spec}: write NODE or NODE[INDEX] with a number"
+                    );
+                    return Ok(exit::INVALID);
+                }
+            },
+            None => (spec.clone(), None),
+        };
+        opts.resume_at = Some(orcheo_core::ResumeTarget { node, index });
+    }
     let result = match &args.resume {
         None => engine.start(&wf, input, opts).await,
         Some(spec) => {

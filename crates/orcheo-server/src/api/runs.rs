@@ -56,6 +56,11 @@ pub struct ResumeRun {
     /// The answer to the interrupt (an approval decision, a form, …).
     #[schema(value_type = Object)]
     pub value: Value,
+    /// Answer only the interrupt of this node; the run's other interrupts keep waiting.
+    /// Without it the value answers every interrupt the run waits on.
+    pub node: Option<String>,
+    /// With `node`, only this map item of it.
+    pub index: Option<usize>,
 }
 
 /// Forking a run from a checkpoint.
@@ -311,7 +316,53 @@ pub async fn resume_run(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ResumeRun>,
 ) -> ApiResult<(StatusCode, Json<RunRecord>)> {
-    let run = st.store.resume_run(&id, &body.value).await?;
+    let at = match body.node {
+        Some(node) => {
+            let current = st.store.get_run(&id).await?;
+            let waits: Vec<(String, Option<usize>)> = current
+                .waiting
+                .as_ref()
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|w| {
+                            (
+                                w["node"].as_str().unwrap_or("").to_string(),
+                                w["index"].as_u64().map(|i| i as usize),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if current.status == RunStatus::Waiting
+                && !waits
+                    .iter()
+                    .any(|(n, i)| *n == node && (body.index.is_none() || *i == body.index))
+            {
+                let list: Vec<String> = waits
+                    .iter()
+                    .map(|(n, i)| match i {
+                        Some(i) => format!("{n}[{i}]"),
+                        None => n.clone(),
+                    })
+                    .collect();
+                return Err(ApiError::conflict(format!(
+                    "run `{id}` does not wait at `{node}`{}; it waits at {}",
+                    body.index.map(|i| format!(" item {i}")).unwrap_or_default(),
+                    list.join(", ")
+                )));
+            }
+            Some(orcheo_core::ResumeTarget {
+                node,
+                index: body.index,
+            })
+        }
+        None => None,
+    };
+    let run = st
+        .store
+        .resume_run(&id, &json!({"value": body.value, "at": at}))
+        .await?;
     st.wake.notify_one();
     st.store
         .audit(&p.actor(), "run.resume", &id, json!({}))
