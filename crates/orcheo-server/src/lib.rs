@@ -8,6 +8,7 @@ pub mod config;
 pub mod diff;
 pub mod error;
 pub mod stream;
+pub mod triggers;
 pub mod worker;
 
 pub use config::Config;
