@@ -48,6 +48,7 @@ scopes! {
     WorkflowsWrite => WorkflowsWrite,
     RunsRead => RunsRead,
     RunsExecute => RunsExecute,
+    TriggersManage => TriggersManage,
     Admin => Admin,
 }
 

@@ -40,6 +40,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Fired when the server begins to shut down (streams end).
     pub shutdown: CancellationToken,
+    /// The base URL people and senders use (webhook URLs start with it).
+    pub base_url: Arc<str>,
 }
 
 /// Compiled workflow versions by `(workflow id, version)`.
@@ -159,6 +161,7 @@ impl Server {
             worker,
             config: config.clone(),
             shutdown: shutdown.clone(),
+            base_url: public_url(&config, addr).into(),
         };
         let admin_key = if store.count_active_api_keys().await? == 0 {
             let key = store

@@ -8,6 +8,7 @@
 
 mod keys;
 mod runs;
+mod triggers;
 mod workflows;
 mod writer;
 
@@ -17,6 +18,7 @@ pub use keys::{
 pub use runs::{
     CancelOutcome, LeasedRun, NewRun, RunFilter, RunFinish, RunRecord, RunStorage, StoredEvent,
 };
+pub use triggers::{NewTrigger, TriggerRecord};
 pub use workflows::{
     NewVersion, NewWorkflow, VersionRecord, WorkflowFilter, WorkflowPatch, WorkflowRecord,
 };
@@ -141,6 +143,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "run_filters",
         include_str!("../migrations/sqlite/0002_run_filters.sql"),
     ),
+    (
+        3,
+        "triggers",
+        include_str!("../migrations/sqlite/0003_triggers.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -152,6 +159,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "run_filters",
         include_str!("../migrations/postgres/0002_run_filters.sql"),
+    ),
+    (
+        3,
+        "triggers",
+        include_str!("../migrations/postgres/0003_triggers.sql"),
     ),
 ];
 

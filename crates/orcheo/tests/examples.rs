@@ -32,6 +32,7 @@ const COVERED: &[&str] = &[
     "retry-and-fallback.json",
     "signup-quality-gate.json",
     "support-ticket-triage.json",
+    "webhook-order-intake.json",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -1558,4 +1559,40 @@ fn order_ledger_writes_only_inside_the_files_directory() {
     let (code, text) = run("A-3", None);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("ORCHEO_FILES_DIR"), "{text}");
+}
+
+#[test]
+fn webhook_order_intake_reads_the_request_body() {
+    let scratch = Scratch::new("webhook-intake");
+    let run = run_example(
+        "webhook-order-intake.json",
+        Some(
+            json!({"method": "POST", "body": {"order_id": "A-1", "total": 1250}, "query": {"source": "shop"}}),
+        ),
+        &scratch,
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let state = &run.events.last().expect("events")["state"];
+    assert_eq!(state["order_id"], "A-1");
+    assert_eq!(state["lane"], "review");
+    assert_eq!(state["source"], "shop");
+    let small = run_example(
+        "webhook-order-intake.json",
+        Some(json!({"body": {"order_id": "A-2", "total": 20}})),
+        &scratch,
+        &[],
+    );
+    assert_eq!(
+        small.events.last().expect("events")["state"]["lane"],
+        "auto"
+    );
+    // A request without an order id does not fit the input schema.
+    let bad = run_example(
+        "webhook-order-intake.json",
+        Some(json!({"body": {}})),
+        &scratch,
+        &[],
+    );
+    assert_eq!(bad.code, 2);
 }

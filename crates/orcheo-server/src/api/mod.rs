@@ -30,6 +30,7 @@ Authenticate with an API key: `Authorization: Bearer ok_…`. Errors are RFC 945
         (name = "system", description = "Health, readiness and the node catalog"),
         (name = "workflows", description = "Workflows and their immutable versions"),
         (name = "runs", description = "Runs, their events, streams and checkpoints"),
+        (name = "triggers", description = "Webhooks (schedules and polling follow) and the webhook ingress"),
         (name = "admin", description = "API keys and the audit log")
     )
 )]
@@ -91,6 +92,12 @@ pub fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(keys::list_audit))
+        .routes(routes!(crate::triggers::webhook::create_webhook))
+        .routes(routes!(crate::triggers::webhook::list_triggers))
+        .routes(routes!(crate::triggers::webhook::pause_trigger))
+        .routes(routes!(crate::triggers::webhook::resume_trigger))
+        .routes(routes!(crate::triggers::webhook::delete_trigger))
+        .routes(routes!(crate::triggers::webhook::ingress))
         .routes(routes!(system::openapi_json))
         .routes(routes!(system::docs_page))
         .split_for_parts()
@@ -105,7 +112,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (api, _) = parts();
     let limit = state.config.body_limit;
-    api.route("/login", axum::routing::get(system::login))
+    // The ingress also answers the other methods a webhook may be configured for.
+    let hook = crate::triggers::webhook::ingress;
+    api.route(
+        "/hooks/{token}",
+        axum::routing::get(hook).put(hook).patch(hook).delete(hook),
+    )
+    .route("/login", axum::routing::get(system::login))
         .route("/", axum::routing::get(system::home))
         .fallback(system::not_found)
         .layer(DefaultBodyLimit::max(limit))

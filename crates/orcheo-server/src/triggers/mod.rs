@@ -1,5 +1,6 @@
-//! Triggers: what starts runs without a person asking (webhooks, schedules, polling). This
-//! release has the signature verification of webhook requests; the ingress route, schedules and
+//! Triggers: what starts runs without a person asking. This release has webhooks (management
+//! API, ingress, signature verification, replay protection, deduplication); schedules and
 //! polling follow (docs/design/0003-triggers.md).
 
 pub mod signature;
+pub mod webhook;

@@ -1,0 +1,588 @@
+//! Webhook triggers: management under `/api/triggers`, and the ingress `/hooks/{token}` that
+//! verifies a request and turns it into a run.
+
+use super::signature::{self, Scheme};
+use crate::api::{ApiJson, ApiQuery};
+use crate::auth::{Need, TriggersManage};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use orcheo_store::{NewRun, NewTrigger, TriggerRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+/// How a webhook trigger accepts requests.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Accepted HTTP methods (default `["POST"]`).
+    #[serde(default = "default_methods")]
+    pub methods: Vec<String>,
+    /// How senders sign requests; none accepts unsigned requests (the URL is the secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub signature: Option<Scheme>,
+    /// How far a signed timestamp may be from now, in seconds (default 300).
+    #[serde(default = "default_tolerance")]
+    pub tolerance_secs: i64,
+    /// Largest accepted body in bytes (default 1 MiB).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Headers that must be present with these exact values (names case-insensitive).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub required_headers: Map<String, Value>,
+    /// Deduplicate by this header's value (the same value returns the same run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_header: Option<String>,
+    /// Deduplicate by the value at this JSON Pointer in the body (e.g. `/id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_path: Option<String>,
+}
+
+fn default_methods() -> Vec<String> {
+    vec!["POST".into()]
+}
+fn default_tolerance() -> i64 {
+    300
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+
+/// Making a webhook trigger.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    /// The workflow each request starts.
+    pub workflow_id: String,
+    /// Pin a version (default: the newest at each request).
+    pub version: Option<u32>,
+    /// The signing secret; generated (and shown once) when the scheme needs one and none is given.
+    pub secret: Option<String>,
+    /// Settings.
+    #[serde(flatten)]
+    pub config: WebhookConfig,
+}
+
+/// A webhook trigger just made.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedWebhook {
+    /// The trigger.
+    #[serde(flatten)]
+    pub trigger: TriggerRecord,
+    /// The URL senders call. Keep it secret: it is the trigger's address.
+    pub url: String,
+    /// The generated signing secret, shown this once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_once: Option<String>,
+}
+
+/// Trigger listing filter.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TriggerQuery {
+    /// Only this workflow's triggers.
+    workflow_id: Option<String>,
+}
+
+/// Makes a webhook trigger: an unguessable URL that starts a run per accepted request.
+#[utoipa::path(post, path = "/api/triggers/webhook", tag = "triggers", request_body = CreateWebhook,
+    security(("api_key" = ["triggers:manage"])),
+    responses((status = 201, body = CreatedWebhook), (status = 404, body = Problem), (status = 422, body = Problem),
+              (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn create_webhook(
+    Need(p, _): Need<TriggersManage>,
+    State(st): State<AppState>,
+    ApiJson(body): ApiJson<CreateWebhook>,
+) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
+    st.store.get_workflow(&body.workflow_id).await?;
+    let cfg = body.config;
+    let mut methods = Vec::new();
+    for m in &cfg.methods {
+        let up = m.trim().to_ascii_uppercase();
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&up.as_str()) {
+            return Err(ApiError::invalid(
+                format!(
+                    "method `{m}` cannot trigger a webhook; use GET, POST, PUT, PATCH or DELETE"
+                ),
+                None,
+            ));
+        }
+        methods.push(up);
+    }
+    if methods.is_empty() {
+        return Err(ApiError::invalid(
+            "give the webhook at least one method",
+            None,
+        ));
+    }
+    if cfg
+        .idempotency_path
+        .as_deref()
+        .is_some_and(|p| !p.is_empty() && !p.starts_with('/'))
+    {
+        return Err(ApiError::invalid(
+            "idempotency_path is a JSON Pointer and starts with `/`, e.g. `/id`",
+            None,
+        ));
+    }
+    let (secret, shown) = match (&cfg.signature, body.secret) {
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "a secret without a signature scheme is never checked; set `signature`",
+                None,
+            ))
+        }
+        (None, None) => (None, None),
+        (Some(Scheme::StandardWebhooks), None) => {
+            let raw = orcheo_store::random_token(32)?;
+            let s = format!(
+                "whsec_{}",
+                base64::engine::general_purpose::STANDARD.encode(raw.as_bytes())
+            );
+            (Some(s.clone()), Some(s))
+        }
+        (Some(Scheme::StandardWebhooks), Some(s)) => {
+            signature::standard_key(&s).map_err(|e| ApiError::invalid(e.to_string(), None))?;
+            (Some(s), None)
+        }
+        (Some(_), None) => {
+            let s = orcheo_store::random_token(40)?;
+            (Some(s.clone()), Some(s))
+        }
+        (Some(_), Some(s)) if s.len() < 8 => {
+            return Err(ApiError::invalid(
+                "a signing secret needs at least 8 characters",
+                None,
+            ))
+        }
+        (Some(_), Some(s)) => (Some(s), None),
+    };
+    let config = WebhookConfig { methods, ..cfg };
+    let token = orcheo_store::random_token(32)?;
+    let trigger = st
+        .store
+        .create_trigger(NewTrigger {
+            id: uuid::Uuid::now_v7().to_string(),
+            workflow_id: body.workflow_id.clone(),
+            version: body.version,
+            kind: "webhook".into(),
+            config: serde_json::to_value(&config).map_err(ApiError::internal)?,
+            secret,
+            token: Some(token.clone()),
+            created_by: p.actor(),
+        })
+        .await?;
+    st.store
+        .audit(
+            &p.actor(),
+            "trigger.create",
+            &trigger.id,
+            json!({"kind": "webhook", "workflow_id": trigger.workflow_id}),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedWebhook {
+            url: format!("{}/hooks/{token}", st.base_url),
+            trigger,
+            secret_once: shown,
+        }),
+    ))
+}
+
+/// Triggers, newest first.
+#[utoipa::path(get, path = "/api/triggers", tag = "triggers", params(TriggerQuery),
+    security(("api_key" = ["triggers:manage"])),
+    responses((status = 200, body = Vec<TriggerRecord>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn list_triggers(
+    _: Need<TriggersManage>,
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<TriggerQuery>,
+) -> ApiResult<Json<Vec<TriggerRecord>>> {
+    Ok(Json(
+        st.store.list_triggers(q.workflow_id.as_deref()).await?,
+    ))
+}
+
+/// Stops a trigger from firing (its URL answers 404) until resumed.
+#[utoipa::path(post, path = "/api/triggers/{id}/pause", tag = "triggers", params(("id" = String, Path, description = "Trigger id")),
+    security(("api_key" = ["triggers:manage"])),
+    responses((status = 200, body = TriggerRecord), (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn pause_trigger(
+    Need(p, _): Need<TriggersManage>,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TriggerRecord>> {
+    let t = st.store.set_trigger_enabled(&id, false).await?;
+    st.store
+        .audit(&p.actor(), "trigger.pause", &id, json!({}))
+        .await?;
+    Ok(Json(t))
+}
+
+/// Lets a paused trigger fire again.
+#[utoipa::path(post, path = "/api/triggers/{id}/resume", tag = "triggers", params(("id" = String, Path, description = "Trigger id")),
+    security(("api_key" = ["triggers:manage"])),
+    responses((status = 200, body = TriggerRecord), (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn resume_trigger(
+    Need(p, _): Need<TriggersManage>,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TriggerRecord>> {
+    let t = st.store.set_trigger_enabled(&id, true).await?;
+    st.store
+        .audit(&p.actor(), "trigger.resume", &id, json!({}))
+        .await?;
+    Ok(Json(t))
+}
+
+/// Deletes a trigger; a webhook's URL stops working at once.
+#[utoipa::path(delete, path = "/api/triggers/{id}", tag = "triggers", params(("id" = String, Path, description = "Trigger id")),
+    security(("api_key" = ["triggers:manage"])),
+    responses((status = 204, description = "Deleted"), (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn delete_trigger(
+    Need(p, _): Need<TriggersManage>,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    st.store.delete_trigger(&id).await?;
+    st.store
+        .audit(&p.actor(), "trigger.delete", &id, json!({}))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What the ingress answers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// The run the request started (or, for a duplicate, the run it started before).
+    pub run_id: String,
+    /// True when an earlier request with the same idempotency key made this run.
+    pub duplicate: bool,
+}
+
+/// Headers that carry credentials or signatures: kept out of the run input.
+const HIDDEN_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "x-api-key",
+    "webhook-signature",
+    "x-hub-signature",
+    "x-hub-signature-256",
+    "stripe-signature",
+    "x-slack-signature",
+];
+
+/// Webhook ingress: verifies the request (method, size, required headers, signature over the
+/// raw bytes, replay) and starts a run whose input carries method, path, headers, query and
+/// body. No API key: the URL token and the signature are the credentials.
+#[utoipa::path(post, path = "/hooks/{token}", tag = "triggers", security(()),
+    params(("token" = String, Path, description = "The webhook's URL token")),
+    request_body(content = Object, description = "Any body the sender sends (JSON, form or raw bytes)"),
+    responses((status = 202, body = Accepted), (status = 200, description = "Duplicate: the earlier run", body = Accepted),
+              (status = 401, description = "Bad or missing signature", body = Problem), (status = 404, body = Problem),
+              (status = 405, body = Problem), (status = 409, description = "Replayed message id", body = Problem),
+              (status = 413, body = Problem), (status = 422, body = Problem)))]
+pub async fn ingress(
+    State(st): State<AppState>,
+    Path(token): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match accept(&st, &token, &method, &uri, &headers, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn accept(
+    st: &AppState,
+    token: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let unknown = || {
+        ApiError::not_found("no active webhook has this URL; check the URL, or whether the trigger was paused or deleted")
+    };
+    let t = st
+        .store
+        .trigger_by_token(token)
+        .await?
+        .ok_or_else(unknown)?;
+    if !t.enabled || t.kind != "webhook" {
+        return Err(unknown());
+    }
+    let cfg: WebhookConfig =
+        serde_json::from_value(t.config.clone()).map_err(ApiError::internal)?;
+    if !cfg.methods.iter().any(|m| m == method.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            format!(
+                "this webhook accepts {}, not {method}",
+                cfg.methods.join(", ")
+            ),
+        ));
+    }
+    if body.len() > cfg.max_body_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            format!(
+                "the body has {} bytes; this webhook accepts at most {}",
+                body.len(),
+                cfg.max_body_bytes
+            ),
+        ));
+    }
+    let header = |name: &str| -> Option<String> {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
+    for (name, want) in &cfg.required_headers {
+        let got = header(&name.to_ascii_lowercase());
+        let ok = match want {
+            Value::String(w) => got.as_deref() == Some(w.as_str()),
+            _ => got.is_some(),
+        };
+        if !ok {
+            return Err(ApiError::invalid(
+                format!(
+                    "this webhook requires the header `{name}`{}",
+                    match want {
+                        Value::String(w) => format!(" with the value `{w}`"),
+                        _ => String::new(),
+                    }
+                ),
+                None,
+            ));
+        }
+    }
+    let mut message_id = None;
+    if let Some(scheme) = &cfg.signature {
+        let secret = t.secret.clone().unwrap_or_default();
+        let now = chrono::Utc::now().timestamp();
+        let v = signature::verify(
+            scheme,
+            &secret,
+            &signature::Request {
+                header: &header,
+                body,
+            },
+            now,
+            cfg.tolerance_secs,
+        )
+        .map_err(|e| ApiError::unauthorized(format!("webhook signature check failed: {e}")))?;
+        message_id = v.message_id;
+    }
+    let content_type = header("content-type")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let parsed = parse_body(&content_type, body)?;
+    // Slack checks a new URL with a signed challenge; answer it without starting a run.
+    if matches!(cfg.signature, Some(Scheme::Slack))
+        && parsed.get("type") == Some(&json!("url_verification"))
+    {
+        return Ok(Json(
+            json!({"challenge": parsed.get("challenge").cloned().unwrap_or(Value::Null)}),
+        )
+        .into_response());
+    }
+    if let Some(id) = &message_id {
+        let keep_ms = (cfg.tolerance_secs.max(60) * 2) * 1000;
+        if !st.store.record_webhook_receipt(&t.id, id, keep_ms).await? {
+            return Err(ApiError::conflict(format!(
+                "message `{id}` was already received; a replayed request starts no run"
+            )));
+        }
+    }
+    let dedup = match (&cfg.idempotency_header, &cfg.idempotency_path) {
+        (Some(h), _) if header(&h.to_ascii_lowercase()).is_some() => {
+            header(&h.to_ascii_lowercase())
+        }
+        (_, Some(p)) => parsed.pointer(p).map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }),
+        _ => None,
+    };
+    let mut hs = Map::new();
+    for (k, v) in headers {
+        let k = k.as_str().to_ascii_lowercase();
+        if HIDDEN_HEADERS.contains(&k.as_str()) {
+            continue;
+        }
+        if let Ok(v) = v.to_str() {
+            hs.insert(k, Value::String(v.to_string()));
+        }
+    }
+    if let Scheme::SharedSecret { header: h } = cfg.signature.clone().unwrap_or(Scheme::Github) {
+        hs.remove(&h.to_ascii_lowercase());
+    }
+    let query: Map<String, Value> = uri
+        .query()
+        .map(|q| form_pairs(q.as_bytes()))
+        .unwrap_or_default();
+    let request_id = message_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let input = json!({
+        "method": method.as_str(),
+        "path": uri.path(),
+        "headers": hs,
+        "query": query,
+        "body": parsed,
+    });
+    let version = match t.version {
+        Some(v) => v,
+        None => st.store.get_workflow(&t.workflow_id).await?.latest_version,
+    };
+    let wf = st
+        .compiled
+        .get(&st.store, &st.catalog, &t.workflow_id, version)
+        .await?;
+    if let Some(v) = &wf.input_validator {
+        let errs: Vec<String> = v.iter_errors(&input).map(|e| e.to_string()).collect();
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(
+                format!(
+                    "the request does not fit the workflow's input_schema: {}",
+                    errs.join("; ")
+                ),
+                None,
+            ));
+        }
+    }
+    let (run, created) = st
+        .store
+        .create_run(NewRun {
+            id: uuid::Uuid::now_v7().to_string(),
+            workflow_id: t.workflow_id.clone(),
+            version,
+            input,
+            origin: json!({"kind": "webhook", "trigger_id": t.id, "request_id": request_id}),
+            idempotency_key: dedup.map(|k| format!("webhook:{}:{k}", t.id)),
+            created_by: format!("webhook {}", t.id),
+        })
+        .await?;
+    if created {
+        st.wake.notify_one();
+    }
+    let code = if created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        code,
+        Json(Accepted {
+            run_id: run.id,
+            duplicate: !created,
+        }),
+    )
+        .into_response())
+}
+
+/// The body as the run sees it: JSON parsed, forms as objects, text as a string, other bytes
+/// as `{"base64": …}`.
+fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    if content_type.starts_with("application/json") || content_type.contains("+json") {
+        return serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("the body is declared JSON but does not parse: {e}"))
+        });
+    }
+    if content_type.starts_with("application/x-www-form-urlencoded") {
+        return Ok(Value::Object(form_pairs(body)));
+    }
+    match std::str::from_utf8(body) {
+        Ok(s) if content_type.starts_with("text/") || content_type.is_empty() => {
+            Ok(Value::String(s.to_string()))
+        }
+        _ => Ok(json!({"base64": base64::engine::general_purpose::STANDARD.encode(body)})),
+    }
+}
+
+/// `a=1&b=x+y` → `{"a": "1", "b": "x y"}` (repeated keys become lists).
+fn form_pairs(raw: &[u8]) -> Map<String, Value> {
+    let mut out = Map::new();
+    for pair in raw.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let mut it = pair.splitn(2, |b| *b == b'=');
+        let k = decode_component(it.next().unwrap_or_default());
+        let v = Value::String(decode_component(it.next().unwrap_or_default()));
+        match out.get_mut(&k) {
+            Some(Value::Array(a)) => a.push(v),
+            Some(old) => {
+                let first = old.take();
+                *old = Value::Array(vec![first, v]);
+            }
+            None => {
+                out.insert(k, v);
+            }
+        }
+    }
+    out
+}
+
+fn decode_component(s: &[u8]) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < s.len() => {
+                let hex = std::str::from_utf8(&s[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_and_bodies() {
+        let f = form_pairs(b"a=1&b=x+y%21&a=2&empty=&bad=%zz");
+        assert_eq!(
+            Value::Object(f),
+            json!({"a": ["1", "2"], "b": "x y!", "empty": "", "bad": "%zz"})
+        );
+        assert_eq!(
+            parse_body("application/json", br#"{"x":1}"#).expect("json"),
+            json!({"x": 1})
+        );
+        assert!(parse_body("application/json", b"{").is_err());
+        assert_eq!(parse_body("text/plain", b"hi").expect("text"), json!("hi"));
+        assert_eq!(
+            parse_body("application/octet-stream", &[0, 159]).expect("raw"),
+            json!({"base64": "AJ8="})
+        );
+        assert_eq!(parse_body("", b"").expect("empty"), Value::Null);
+    }
+}

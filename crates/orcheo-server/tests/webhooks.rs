@@ -1,0 +1,415 @@
+//! Webhook triggers end to end: signed requests become runs; tampered, wrongly signed, stale,
+//! replayed, oversized and misdirected ones are refused with a clear error and no run.
+
+mod common;
+
+use common::*;
+use orcheo_server::triggers::signature::{hmac_hex, standard_sign};
+use orcheo_store::Backend;
+use serde_json::{json, Value};
+
+both!(standard_webhooks_end_to_end, other_schemes_dedup_and_limits);
+
+async fn runs_of(s: &TestServer, wf: &str) -> usize {
+    let v = s
+        .ok(
+            "GET",
+            &format!("/api/runs?workflow_id={wf}&limit=500"),
+            None,
+        )
+        .await;
+    v["items"].as_array().map(Vec::len).unwrap_or(0)
+}
+
+async fn standard_webhooks_end_to_end(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.push("hooked", chain(1)).await;
+    let created = s
+        .ok(
+            "POST",
+            "/api/triggers/webhook",
+            Some(json!({"workflow_id": "hooked", "signature": {"type": "standard_webhooks"}})),
+        )
+        .await;
+    let url = created["url"].as_str().expect("url").to_string();
+    let secret = created["secret_once"].as_str().expect("secret").to_string();
+    assert!(secret.starts_with("whsec_"));
+    assert!(url.starts_with(&s.base) && url.contains("/hooks/"), "{url}");
+    assert!(created.get("secret").is_none() && created.get("token").is_none());
+    let listed = s.ok("GET", "/api/triggers?workflow_id=hooked", None).await;
+    assert!(
+        !listed.to_string().contains(&secret),
+        "listings never show the secret"
+    );
+
+    let now = chrono::Utc::now().timestamp();
+    let body = br#"{"order": 42, "items": ["a"]}"#;
+    let send = |id: &str, ts: i64, body: &'static [u8], sig: String| {
+        s.http
+            .post(format!("{url}?source=shop"))
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(body)
+            .send()
+    };
+    let sig = standard_sign(&secret, "msg_1", now, body).expect("sign");
+    let res = send("msg_1", now, body, sig.clone()).await.expect("post");
+    assert_eq!(res.status().as_u16(), 202);
+    let accepted: Value = res.json().await.expect("json");
+    let run_id = accepted["run_id"].as_str().expect("run").to_string();
+    let run = s.wait_for(&run_id, &["completed", "failed"]).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["origin"]["kind"], "webhook");
+    assert_eq!(run["origin"]["request_id"], "msg_1");
+    let input = &run["input"];
+    assert_eq!(input["method"], "POST");
+    assert_eq!(input["body"], json!({"order": 42, "items": ["a"]}));
+    assert_eq!(input["query"], json!({"source": "shop"}));
+    assert_eq!(input["headers"]["webhook-id"], "msg_1");
+    assert!(
+        input["headers"].get("webhook-signature").is_none(),
+        "signatures stay out of the run"
+    );
+
+    // Each bad request: a clear error, and no run.
+    let tampered = send(
+        "msg_2",
+        now,
+        br#"{"order": 43, "items": ["a"]}"#,
+        standard_sign(&secret, "msg_2", now, body).expect("sign"),
+    )
+    .await
+    .expect("post");
+    assert_eq!(tampered.status().as_u16(), 401);
+    let p: Value = tampered.json().await.expect("problem");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not match"),
+        "{p}"
+    );
+    let wrong = standard_sign(
+        "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "msg_3",
+        now,
+        body,
+    )
+    .expect("sign");
+    assert_eq!(
+        send("msg_3", now, body, wrong)
+            .await
+            .expect("post")
+            .status()
+            .as_u16(),
+        401
+    );
+    let stale_ts = now - 3600;
+    let stale = send(
+        "msg_4",
+        stale_ts,
+        body,
+        standard_sign(&secret, "msg_4", stale_ts, body).expect("sign"),
+    )
+    .await
+    .expect("post");
+    assert_eq!(stale.status().as_u16(), 401);
+    let p: Value = stale.json().await.expect("problem");
+    assert!(
+        p["detail"].as_str().unwrap_or("").contains("timestamp"),
+        "{p}"
+    );
+    let replay = send("msg_1", now, body, sig).await.expect("post");
+    assert_eq!(replay.status().as_u16(), 409);
+    let unsigned = s.http.post(&url).body("{}").send().await.expect("post");
+    assert_eq!(unsigned.status().as_u16(), 401);
+    let wrong_method = s.http.put(&url).body("{}").send().await.expect("put");
+    assert_eq!(wrong_method.status().as_u16(), 405);
+    assert_eq!(
+        runs_of(&s, "hooked").await,
+        1,
+        "only the good request made a run"
+    );
+
+    // Paused and deleted triggers answer 404.
+    let id = created["id"].as_str().expect("id").to_string();
+    s.ok("POST", &format!("/api/triggers/{id}/pause"), None)
+        .await;
+    let sig5 = standard_sign(&secret, "msg_5", now, body).expect("sign");
+    assert_eq!(
+        send("msg_5", now, body, sig5.clone())
+            .await
+            .expect("post")
+            .status()
+            .as_u16(),
+        404
+    );
+    s.ok("POST", &format!("/api/triggers/{id}/resume"), None)
+        .await;
+    assert_eq!(
+        send("msg_5", now, body, sig5)
+            .await
+            .expect("post")
+            .status()
+            .as_u16(),
+        202
+    );
+    let (st, _) = s.call("DELETE", &format!("/api/triggers/{id}"), None).await;
+    assert_eq!(st, 204);
+    let sig6 = standard_sign(&secret, "msg_6", now, body).expect("sign");
+    assert_eq!(
+        send("msg_6", now, body, sig6)
+            .await
+            .expect("post")
+            .status()
+            .as_u16(),
+        404
+    );
+    s.stop().await;
+}
+
+async fn other_schemes_dedup_and_limits(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.push("hooked", chain(1)).await;
+    // GitHub, with the secret given.
+    let gh = s.ok("POST", "/api/triggers/webhook", Some(json!({"workflow_id": "hooked", "signature": {"type": "github"}, "secret": "gh-secret-123"}))).await;
+    assert!(
+        gh.get("secret_once").is_none(),
+        "a given secret is not echoed"
+    );
+    let gh_url = gh["url"].as_str().expect("url").to_string();
+    let body = br#"{"action": "opened"}"#;
+    let sig = format!(
+        "sha256={}",
+        hmac_hex(b"gh-secret-123", &[body]).expect("hmac")
+    );
+    let ok = s
+        .http
+        .post(&gh_url)
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", &sig)
+        .header("x-github-delivery", "d-1")
+        .body(&body[..])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(ok.status().as_u16(), 202);
+    let bad = s
+        .http
+        .post(&gh_url)
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", &sig)
+        .header("x-github-delivery", "d-2")
+        .body(r#"{"action": "closed"}"#)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(bad.status().as_u16(), 401);
+
+    // Stripe.
+    let st_hook = s.ok("POST", "/api/triggers/webhook", Some(json!({"workflow_id": "hooked", "signature": {"type": "stripe"}, "secret": "whsec_stripe_test"}))).await;
+    let st_url = st_hook["url"].as_str().expect("url").to_string();
+    let t = chrono::Utc::now().timestamp();
+    let sbody = br#"{"id": "evt_9", "type": "charge.succeeded"}"#;
+    let v1 = hmac_hex(
+        b"whsec_stripe_test",
+        &[t.to_string().as_bytes(), b".", sbody],
+    )
+    .expect("hmac");
+    let res = s
+        .http
+        .post(&st_url)
+        .header("content-type", "application/json")
+        .header("stripe-signature", format!("t={t},v1={v1}"))
+        .body(&sbody[..])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status().as_u16(), 202);
+    let again = s
+        .http
+        .post(&st_url)
+        .header("content-type", "application/json")
+        .header("stripe-signature", format!("t={t},v1={v1}"))
+        .body(&sbody[..])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        again.status().as_u16(),
+        409,
+        "the same Stripe event is a replay"
+    );
+
+    // Slack: the URL verification challenge is answered without a run.
+    let sl = s.ok("POST", "/api/triggers/webhook", Some(json!({"workflow_id": "hooked", "signature": {"type": "slack"}, "secret": "slack-signing-secret"}))).await;
+    let sl_url = sl["url"].as_str().expect("url").to_string();
+    let cbody = br#"{"type": "url_verification", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}"#;
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let ssig = format!(
+        "v0={}",
+        hmac_hex(
+            b"slack-signing-secret",
+            &[b"v0:", ts.as_bytes(), b":", cbody]
+        )
+        .expect("hmac")
+    );
+    let res = s
+        .http
+        .post(&sl_url)
+        .header("content-type", "application/json")
+        .header("x-slack-request-timestamp", &ts)
+        .header("x-slack-signature", &ssig)
+        .body(&cbody[..])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status().as_u16(), 200);
+    let v: Value = res.json().await.expect("json");
+    assert_eq!(
+        v["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+
+    // Shared secret + dedup by a body path + required header + size cap + form bodies.
+    let sh = s.ok("POST", "/api/triggers/webhook", Some(json!({
+        "workflow_id": "hooked", "signature": {"type": "shared_secret", "header": "X-Token"}, "secret": "let-me-in-please",
+        "idempotency_path": "/order_id", "required_headers": {"X-Shop": "acme"}, "max_body_bytes": 256,
+        "methods": ["post", "put"]}))).await;
+    let sh_url = sh["url"].as_str().expect("url").to_string();
+    let post = |body: String, token: &'static str, shop: Option<&'static str>, ct: &'static str| {
+        let mut r = s
+            .http
+            .post(&sh_url)
+            .header("x-token", token)
+            .header("content-type", ct)
+            .body(body);
+        if let Some(v) = shop {
+            r = r.header("x-shop", v);
+        }
+        r.send()
+    };
+    let first: Value = post(
+        r#"{"order_id": "A-1"}"#.into(),
+        "let-me-in-please",
+        Some("acme"),
+        "application/json",
+    )
+    .await
+    .expect("post")
+    .json()
+    .await
+    .expect("json");
+    let dup = post(
+        r#"{"order_id": "A-1", "retry": true}"#.into(),
+        "let-me-in-please",
+        Some("acme"),
+        "application/json",
+    )
+    .await
+    .expect("post");
+    assert_eq!(dup.status().as_u16(), 200);
+    let dup: Value = dup.json().await.expect("json");
+    assert_eq!(
+        dup["run_id"], first["run_id"],
+        "a duplicate key yields the same run"
+    );
+    assert_eq!(dup["duplicate"], true);
+    assert_eq!(
+        post(
+            r#"{"order_id": "A-2"}"#.into(),
+            "nope",
+            Some("acme"),
+            "application/json"
+        )
+        .await
+        .expect("post")
+        .status()
+        .as_u16(),
+        401
+    );
+    let missing = post(
+        r#"{"order_id": "A-3"}"#.into(),
+        "let-me-in-please",
+        None,
+        "application/json",
+    )
+    .await
+    .expect("post");
+    assert_eq!(missing.status().as_u16(), 422);
+    assert_eq!(
+        post(
+            "x".repeat(300),
+            "let-me-in-please",
+            Some("acme"),
+            "text/plain"
+        )
+        .await
+        .expect("post")
+        .status()
+        .as_u16(),
+        413
+    );
+    let bad_json = post(
+        "{".into(),
+        "let-me-in-please",
+        Some("acme"),
+        "application/json",
+    )
+    .await
+    .expect("post");
+    assert_eq!(bad_json.status().as_u16(), 400);
+    let form: Value = post(
+        "order_id=A-4&note=hello+world".into(),
+        "let-me-in-please",
+        Some("acme"),
+        "application/x-www-form-urlencoded",
+    )
+    .await
+    .expect("post")
+    .json()
+    .await
+    .expect("json");
+    let run = s
+        .wait_for(form["run_id"].as_str().expect("run"), &["completed"])
+        .await;
+    assert_eq!(
+        run["input"]["body"],
+        json!({"order_id": "A-4", "note": "hello world"})
+    );
+    assert!(
+        run["input"]["headers"].get("x-token").is_none(),
+        "the shared secret stays out of the run"
+    );
+
+    // Bad trigger definitions are refused.
+    let (st, p) = s
+        .call(
+            "POST",
+            "/api/triggers/webhook",
+            Some(json!({"workflow_id": "hooked", "methods": ["TRACE"]})),
+        )
+        .await;
+    assert_eq!(st, 422, "{p}");
+    let (st, _) = s
+        .call(
+            "POST",
+            "/api/triggers/webhook",
+            Some(json!({"workflow_id": "nope"})),
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (st, _) = s
+        .call(
+            "POST",
+            "/api/triggers/webhook",
+            Some(json!({"workflow_id": "hooked", "secret": "orphan-secret"})),
+        )
+        .await;
+    assert_eq!(st, 422);
+    let runs = runs_of(&s, "hooked").await;
+    assert_eq!(runs, 4, "github, stripe, shared A-1, form A-4");
+    s.stop().await;
+}

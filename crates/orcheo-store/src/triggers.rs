@@ -1,0 +1,216 @@
+//! Triggers: webhook endpoints (schedules and polling follow) and webhook replay protection.
+
+use crate::{json_col, now_ms, to_time, Store, StoreError};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// A trigger as stored (its secret is never part of it).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TriggerRecord {
+    /// Trigger id.
+    pub id: String,
+    /// The workflow it starts.
+    pub workflow_id: String,
+    /// A pinned version (none: the newest at each firing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// `webhook` (schedules and polling arrive later).
+    pub kind: String,
+    /// Kind-specific settings.
+    #[schema(value_type = Object)]
+    pub config: Value,
+    /// Whether it fires.
+    pub enabled: bool,
+    /// Whether a signing secret is set.
+    pub has_secret: bool,
+    /// Who made it.
+    pub created_by: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// The unguessable URL token (webhooks), kept out of listings' JSON.
+    #[serde(skip)]
+    pub token: Option<String>,
+    /// The signing secret, for verification only; never serialised.
+    #[serde(skip)]
+    pub secret: Option<String>,
+}
+
+/// What making a trigger needs.
+#[derive(Debug, Clone)]
+pub struct NewTrigger {
+    /// Id.
+    pub id: String,
+    /// Workflow.
+    pub workflow_id: String,
+    /// Pinned version.
+    pub version: Option<u32>,
+    /// Kind.
+    pub kind: String,
+    /// Settings.
+    pub config: Value,
+    /// Signing secret.
+    pub secret: Option<String>,
+    /// URL token.
+    pub token: Option<String>,
+    /// Who.
+    pub created_by: String,
+}
+
+fn trigger_row(r: &AnyRow) -> Result<TriggerRecord, StoreError> {
+    let secret: Option<String> = r.try_get("secret")?;
+    Ok(TriggerRecord {
+        id: r.try_get("id")?,
+        workflow_id: r.try_get("workflow_id")?,
+        version: r.try_get::<Option<i64>, _>("version")?.map(|v| v as u32),
+        kind: r.try_get("kind")?,
+        config: json_col(r, "config")?,
+        enabled: r.try_get::<i64, _>("enabled")? != 0,
+        has_secret: secret.is_some(),
+        created_by: r.try_get("created_by")?,
+        created_at: to_time(r.try_get("created_at")?),
+        updated_at: to_time(r.try_get("updated_at")?),
+        token: r.try_get("token")?,
+        secret,
+    })
+}
+
+impl Store {
+    /// Makes a trigger.
+    pub async fn create_trigger(&self, t: NewTrigger) -> Result<TriggerRecord, StoreError> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO triggers (id, workflow_id, version, kind, config, secret, token, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        )
+        .bind(t.id.as_str())
+        .bind(t.workflow_id.as_str())
+        .bind(t.version.map(i64::from))
+        .bind(t.kind.as_str())
+        .bind(t.config.to_string())
+        .bind(t.secret.as_deref())
+        .bind(t.token.as_deref())
+        .bind(t.created_by.as_str())
+        .bind(now)
+        .execute(&self.inner.write)
+        .await?;
+        self.get_trigger(&t.id).await
+    }
+
+    /// One trigger (not deleted).
+    pub async fn get_trigger(&self, id: &str) -> Result<TriggerRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM triggers WHERE id = $1 AND deleted_at IS NULL")
+            .bind(id)
+            .fetch_optional(&self.inner.read)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("trigger `{id}` does not exist")))?;
+        trigger_row(&row)
+    }
+
+    /// The webhook trigger a URL token belongs to (enabled or not).
+    pub async fn trigger_by_token(&self, token: &str) -> Result<Option<TriggerRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM triggers WHERE token = $1 AND deleted_at IS NULL")
+            .bind(token)
+            .fetch_optional(&self.inner.read)
+            .await?;
+        row.as_ref().map(trigger_row).transpose()
+    }
+
+    /// Triggers, newest first, optionally of one workflow.
+    pub async fn list_triggers(
+        &self,
+        workflow_id: Option<&str>,
+    ) -> Result<Vec<TriggerRecord>, StoreError> {
+        let rows = match workflow_id {
+            Some(w) => sqlx::query(
+                "SELECT * FROM triggers WHERE workflow_id = $1 AND deleted_at IS NULL ORDER BY created_at DESC, id",
+            )
+            .bind(w)
+            .fetch_all(&self.inner.read)
+            .await?,
+            None => sqlx::query(
+                "SELECT * FROM triggers WHERE deleted_at IS NULL ORDER BY created_at DESC, id",
+            )
+            .fetch_all(&self.inner.read)
+            .await?,
+        };
+        rows.iter().map(trigger_row).collect()
+    }
+
+    /// Pauses or resumes a trigger.
+    pub async fn set_trigger_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> Result<TriggerRecord, StoreError> {
+        let done = sqlx::query(
+            "UPDATE triggers SET enabled = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL",
+        )
+        .bind(i64::from(enabled))
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.inner.write)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "trigger `{id}` does not exist"
+            )));
+        }
+        self.get_trigger(id).await
+    }
+
+    /// Deletes a trigger; its URL stops working at once.
+    pub async fn delete_trigger(&self, id: &str) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE triggers SET deleted_at = $1, token = NULL WHERE id = $2 AND deleted_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.inner.write)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "trigger `{id}` does not exist"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Remembers a webhook message id until `keep_ms` from now; false when it was already seen
+    /// (a replay). Works across servers sharing the database.
+    pub async fn record_webhook_receipt(
+        &self,
+        trigger_id: &str,
+        message_id: &str,
+        keep_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        sqlx::query("DELETE FROM webhook_receipts WHERE trigger_id = $1 AND message_id = $2 AND expires_at < $3")
+            .bind(trigger_id)
+            .bind(message_id)
+            .bind(now)
+            .execute(&self.inner.write)
+            .await?;
+        let r = sqlx::query(
+            "INSERT INTO webhook_receipts (trigger_id, message_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT (trigger_id, message_id) DO NOTHING",
+        )
+        .bind(trigger_id)
+        .bind(message_id)
+        .bind(now + keep_ms)
+        .execute(&self.inner.write)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Forgets webhook message ids past their window. Returns how many.
+    pub async fn expire_webhook_receipts(&self) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM webhook_receipts WHERE expires_at < $1")
+            .bind(now_ms())
+            .execute(&self.inner.write)
+            .await?;
+        Ok(r.rows_affected())
+    }
+}
