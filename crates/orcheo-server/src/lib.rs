@@ -42,6 +42,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The base URL people and senders use (webhook URLs start with it).
     pub base_url: Arc<str>,
+    /// Per-trigger rate limits.
+    pub limits: Arc<triggers::ratelimit::RateLimits>,
 }
 
 /// Compiled workflow versions by `(workflow id, version)`.
@@ -162,6 +164,7 @@ impl Server {
             config: config.clone(),
             shutdown: shutdown.clone(),
             base_url: public_url(&config, addr).into(),
+            limits: Arc::default(),
         };
         let admin_key = if store.count_active_api_keys().await? == 0 {
             let key = store

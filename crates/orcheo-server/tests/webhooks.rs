@@ -8,7 +8,64 @@ use orcheo_server::triggers::signature::{hmac_hex, standard_sign};
 use orcheo_store::Backend;
 use serde_json::{json, Value};
 
-both!(standard_webhooks_end_to_end, other_schemes_dedup_and_limits);
+both!(
+    standard_webhooks_end_to_end,
+    other_schemes_dedup_and_limits,
+    rate_limit_answers_429
+);
+
+async fn rate_limit_answers_429(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.push("hooked", chain(1)).await;
+    let h = s
+        .ok(
+            "POST",
+            "/api/triggers/webhook",
+            Some(json!({"workflow_id": "hooked", "rate_limit": {"per_second": 0.5, "burst": 3}})),
+        )
+        .await;
+    let url = h["url"].as_str().expect("url").to_string();
+    let mut codes = Vec::new();
+    let mut retry_after = None;
+    for i in 0..5 {
+        let res = s
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"n": {i}}}"#))
+            .send()
+            .await
+            .expect("post");
+        codes.push(res.status().as_u16());
+        if res.status().as_u16() == 429 {
+            retry_after = res
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+        }
+    }
+    assert_eq!(
+        codes,
+        vec![202, 202, 202, 429, 429],
+        "a burst of 3, then the limit"
+    );
+    assert_eq!(retry_after.as_deref(), Some("2"));
+    assert_eq!(
+        runs_of(&s, "hooked").await,
+        3,
+        "refused requests start no run"
+    );
+    let (st, _) = s
+        .call(
+            "POST",
+            "/api/triggers/webhook",
+            Some(json!({"workflow_id": "hooked", "rate_limit": {"per_second": 0}})),
+        )
+        .await;
+    assert_eq!(st, 422);
+    s.stop().await;
+}
 
 async fn runs_of(s: &TestServer, wf: &str) -> usize {
     let v = s

@@ -2,5 +2,6 @@
 //! API, ingress, signature verification, replay protection, deduplication); schedules and
 //! polling follow (docs/design/0003-triggers.md).
 
+pub mod ratelimit;
 pub mod signature;
 pub mod webhook;

@@ -43,6 +43,9 @@ pub struct WebhookConfig {
     /// Deduplicate by the value at this JSON Pointer in the body (e.g. `/id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_path: Option<String>,
+    /// Requests per second this trigger accepts (per server); more get `429` with `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<super::ratelimit::RateLimit>,
 }
 
 fn default_methods() -> Vec<String> {
@@ -115,6 +118,9 @@ pub async fn create_webhook(
             ));
         }
         methods.push(up);
+    }
+    if let Some(l) = &cfg.rate_limit {
+        l.check().map_err(|e| ApiError::invalid(e, None))?;
     }
     if methods.is_empty() {
         return Err(ApiError::invalid(
@@ -289,7 +295,8 @@ const HIDDEN_HEADERS: &[&str] = &[
     responses((status = 202, body = Accepted), (status = 200, description = "Duplicate: the earlier run", body = Accepted),
               (status = 401, description = "Bad or missing signature", body = Problem), (status = 404, body = Problem),
               (status = 405, body = Problem), (status = 409, description = "Replayed message id", body = Problem),
-              (status = 413, body = Problem), (status = 422, body = Problem)))]
+              (status = 413, body = Problem), (status = 422, body = Problem),
+              (status = 429, description = "Over the trigger's rate limit; see Retry-After", body = Problem)))]
 pub async fn ingress(
     State(st): State<AppState>,
     Path(token): Path<String>,
@@ -334,6 +341,24 @@ async fn accept(
                 cfg.methods.join(", ")
             ),
         ));
+    }
+    if let Some(limit) = &cfg.rate_limit {
+        if let Err(wait) = st.limits.take(&t.id, limit, std::time::Instant::now()) {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let mut res = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                format!(
+                    "this webhook accepts {} requests per second; retry in {secs} s",
+                    limit.per_second
+                ),
+            )
+            .into_response();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+            return Ok(res);
+        }
     }
     if body.len() > cfg.max_body_bytes {
         return Err(ApiError::new(
