@@ -11,8 +11,68 @@ use serde_json::{json, Value};
 both!(
     standard_webhooks_end_to_end,
     other_schemes_dedup_and_limits,
-    rate_limit_answers_429
+    rate_limit_answers_429,
+    wait_mode_answers_with_a_node_output
 );
+
+async fn wait_mode_answers_with_a_node_output(b: Backend) {
+    let s = TestServer::start(b).await;
+    let doc = json!({"format": "orcheo.workflow/1", "name": "echo",
+        "nodes": [{"id": "reply", "type": "set_variables", "config": {"values": {"status": 201, "headers": {"x-order": "{{ input.body.id }}"}, "body": {"ok": true, "id": "{{ input.body.id }}"}}}}],
+        "edges": [{"source": "__start__", "target": "reply"}, {"source": "reply", "target": "__end__"}]});
+    s.push("echo", doc).await;
+    let h = s
+        .ok(
+            "POST",
+            "/api/triggers/webhook",
+            Some(json!({"workflow_id": "echo", "respond": {"node": "reply", "timeout_secs": 10}})),
+        )
+        .await;
+    let url = h["url"].as_str().expect("url").to_string();
+    let res = s
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(r#"{"id": "o-7"}"#)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status().as_u16(), 201);
+    assert_eq!(
+        res.headers().get("x-order").and_then(|v| v.to_str().ok()),
+        Some("o-7")
+    );
+    let v: Value = res.json().await.expect("json");
+    assert_eq!(v, json!({"ok": true, "id": "o-7"}));
+    // A run that outlasts the wait answers 202 with its id.
+    s.push("slow", sleeper(3000)).await;
+    let h = s
+        .ok(
+            "POST",
+            "/api/triggers/webhook",
+            Some(json!({"workflow_id": "slow", "respond": {"timeout_secs": 0.3}})),
+        )
+        .await;
+    let res = s
+        .http
+        .post(h["url"].as_str().expect("url"))
+        .body("")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status().as_u16(), 202);
+    let v: Value = res.json().await.expect("json");
+    assert!(v["run_id"].is_string());
+    let (st, _) = s
+        .call(
+            "POST",
+            "/api/triggers/webhook",
+            Some(json!({"workflow_id": "slow", "respond": {"timeout_secs": 500}})),
+        )
+        .await;
+    assert_eq!(st, 422);
+    s.stop().await;
+}
 
 async fn rate_limit_answers_429(b: Backend) {
     let s = TestServer::start(b).await;

@@ -43,9 +43,29 @@ pub struct WebhookConfig {
     /// Deduplicate by the value at this JSON Pointer in the body (e.g. `/id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_path: Option<String>,
+    /// Answer with the run's result instead of `202` (see [`Respond`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respond: Option<Respond>,
     /// Requests per second this trigger accepts (per server); more get `429` with `Retry-After`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<super::ratelimit::RateLimit>,
+}
+
+/// Wait for the run and answer with a node's output: `{"status": 201, "headers": {...},
+/// "body": ...}` fields of that output shape the response; any other output is the JSON body.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Respond {
+    /// The node whose output answers (default: the run's final state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// How long to wait, in seconds (default 10, at most 120); after it the answer is `202`.
+    #[serde(default = "default_wait")]
+    pub timeout_secs: f64,
+}
+
+fn default_wait() -> f64 {
+    10.0
 }
 
 fn default_methods() -> Vec<String> {
@@ -121,6 +141,14 @@ pub async fn create_webhook(
     }
     if let Some(l) = &cfg.rate_limit {
         l.check().map_err(|e| ApiError::invalid(e, None))?;
+    }
+    if let Some(r) = &cfg.respond {
+        if !(r.timeout_secs.is_finite() && r.timeout_secs > 0.0 && r.timeout_secs <= 120.0) {
+            return Err(ApiError::invalid(
+                "respond.timeout_secs must be between 0 and 120",
+                None,
+            ));
+        }
     }
     if methods.is_empty() {
         return Err(ApiError::invalid(
@@ -506,6 +534,9 @@ async fn accept(
     if created {
         st.wake.notify_one();
     }
+    if let Some(r) = &cfg.respond {
+        return Ok(respond_with_run(st, &run.id, r).await);
+    }
     let code = if created {
         StatusCode::ACCEPTED
     } else {
@@ -519,6 +550,99 @@ async fn accept(
         }),
     )
         .into_response())
+}
+
+/// Waits for the run (up to the trigger's limit) and answers with the chosen output.
+async fn respond_with_run(st: &AppState, run_id: &str, r: &Respond) -> Response {
+    let mut live = st.store.subscribe();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs_f64(r.timeout_secs);
+    loop {
+        let run = match st.store.get_run(run_id).await {
+            Ok(run) => run,
+            Err(e) => return ApiError::from(e).into_response(),
+        };
+        match run.status.as_str() {
+            "completed" => {
+                let out = run.output.unwrap_or(Value::Null);
+                let value = match &r.node {
+                    Some(n) => out["results"].get(n).cloned().unwrap_or(Value::Null),
+                    None => out["state"].clone(),
+                };
+                return shaped(value);
+            }
+            "failed" | "cancelled" => {
+                let why = run
+                    .error
+                    .as_ref()
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("cancelled")
+                    .to_string();
+                return ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "run-failed",
+                    format!("run `{run_id}` did not complete: {why}"),
+                )
+                .into_response();
+            }
+            "waiting" => break,
+            _ => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        // Wake on this run's closing events, or re-check now and then.
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+            _ = async {
+                while let Ok(ev) = live.recv().await {
+                    if &*ev.run_id == run_id
+                        && matches!(ev.kind.as_str(), "run_completed" | "run_failed" | "run_cancelled" | "run_waiting")
+                    {
+                        return;
+                    }
+                }
+            } => {}
+        }
+    }
+    (
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            run_id: run_id.to_string(),
+            duplicate: false,
+        }),
+    )
+        .into_response()
+}
+
+/// A node output as an HTTP response: `status`, `headers` and `body` fields when it has them.
+fn shaped(value: Value) -> Response {
+    let is_shaped = value.as_object().is_some_and(|o| {
+        o.contains_key("body") && (o.contains_key("status") || o.contains_key("headers"))
+    });
+    if !is_shaped {
+        return Json(value).into_response();
+    }
+    let status = value["status"]
+        .as_u64()
+        .and_then(|s| StatusCode::from_u16(s as u16).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut res = match &value["body"] {
+        Value::String(s) => (status, s.clone()).into_response(),
+        other => (status, Json(other.clone())).into_response(),
+    };
+    if let Some(h) = value["headers"].as_object() {
+        for (k, v) in h {
+            if let (Ok(name), Some(Ok(val))) = (
+                axum::http::HeaderName::from_bytes(k.as_bytes()),
+                v.as_str().map(axum::http::HeaderValue::from_str),
+            ) {
+                res.headers_mut().insert(name, val);
+            }
+        }
+    }
+    res
 }
 
 /// The body as the run sees it: JSON parsed, forms as objects, text as a string, other bytes
