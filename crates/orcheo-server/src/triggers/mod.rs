@@ -3,5 +3,6 @@
 //! polling follow (docs/design/0003-triggers.md).
 
 pub mod ratelimit;
+pub mod schedule;
 pub mod signature;
 pub mod webhook;
