@@ -189,6 +189,10 @@ impl Server {
             admin_key,
             login_url: format!("{}/login?token={token}", public_url(&config, addr)),
         };
+        tokio::spawn(triggers::cron::run_scheduler(
+            state.clone(),
+            shutdown.clone(),
+        ));
         let app = api::router(state.clone());
         let stop = shutdown.clone();
         let http = tokio::spawn(async move {

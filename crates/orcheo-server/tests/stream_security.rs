@@ -311,6 +311,8 @@ async fn every_route_checks_its_key_and_scope(b: Backend) {
         ("POST", "/api/triggers/{id}/resume"),
         ("DELETE", "/api/triggers/{id}"),
         ("POST", "/hooks/{token}"),
+        ("POST", "/api/triggers/cron"),
+        ("GET", "/api/triggers/{id}/next"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

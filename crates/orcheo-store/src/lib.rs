@@ -148,6 +148,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "triggers",
         include_str!("../migrations/sqlite/0003_triggers.sql"),
     ),
+    (
+        4,
+        "trigger_schedule",
+        include_str!("../migrations/sqlite/0004_trigger_schedule.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -164,6 +169,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "triggers",
         include_str!("../migrations/postgres/0003_triggers.sql"),
+    ),
+    (
+        4,
+        "trigger_schedule",
+        include_str!("../migrations/postgres/0004_trigger_schedule.sql"),
     ),
 ];
 

@@ -38,6 +38,9 @@ pub struct TriggerRecord {
     /// The signing secret, for verification only; never serialised.
     #[serde(skip)]
     pub secret: Option<String>,
+    /// The next planned firing (schedules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<DateTime<Utc>>,
 }
 
 /// What making a trigger needs.
@@ -59,6 +62,8 @@ pub struct NewTrigger {
     pub token: Option<String>,
     /// Who.
     pub created_by: String,
+    /// First planned firing (schedules).
+    pub next_at: Option<DateTime<Utc>>,
 }
 
 fn trigger_row(r: &AnyRow) -> Result<TriggerRecord, StoreError> {
@@ -76,6 +81,7 @@ fn trigger_row(r: &AnyRow) -> Result<TriggerRecord, StoreError> {
         updated_at: to_time(r.try_get("updated_at")?),
         token: r.try_get("token")?,
         secret,
+        next_at: crate::opt_time(r.try_get("next_at")?),
     })
 }
 
@@ -84,7 +90,7 @@ impl Store {
     pub async fn create_trigger(&self, t: NewTrigger) -> Result<TriggerRecord, StoreError> {
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO triggers (id, workflow_id, version, kind, config, secret, token, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+            "INSERT INTO triggers (id, workflow_id, version, kind, config, secret, token, created_by, created_at, updated_at, next_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
         )
         .bind(t.id.as_str())
         .bind(t.workflow_id.as_str())
@@ -95,6 +101,7 @@ impl Store {
         .bind(t.token.as_deref())
         .bind(t.created_by.as_str())
         .bind(now)
+        .bind(t.next_at.map(|d| d.timestamp_millis()))
         .execute(&self.inner.write)
         .await?;
         self.get_trigger(&t.id).await
@@ -177,6 +184,61 @@ impl Store {
             )));
         }
         Ok(())
+    }
+
+    /// Schedules whose planned tick is at or before `now` (enabled, not deleted).
+    pub async fn due_schedules(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TriggerRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM triggers WHERE kind = 'cron' AND enabled = 1 AND deleted_at IS NULL AND next_at IS NOT NULL AND next_at <= $1 ORDER BY next_at",
+        )
+        .bind(now.timestamp_millis())
+        .fetch_all(&self.inner.read)
+        .await?;
+        rows.iter().map(trigger_row).collect()
+    }
+
+    /// Moves a schedule's planned tick from `old` to `new` if no one else did (compare and
+    /// set): true for the one caller that wins, across servers.
+    pub async fn advance_schedule(
+        &self,
+        id: &str,
+        old: Option<DateTime<Utc>>,
+        new: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let r = match old {
+            Some(o) => {
+                sqlx::query("UPDATE triggers SET next_at = $1 WHERE id = $2 AND next_at = $3")
+                    .bind(new.map(|d| d.timestamp_millis()))
+                    .bind(id)
+                    .bind(o.timestamp_millis())
+                    .execute(&self.inner.write)
+                    .await?
+            }
+            None => {
+                sqlx::query("UPDATE triggers SET next_at = $1 WHERE id = $2")
+                    .bind(new.map(|d| d.timestamp_millis()))
+                    .bind(id)
+                    .execute(&self.inner.write)
+                    .await?
+            }
+        };
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Runs a trigger started that are queued, running or waiting (for overlap policies).
+    pub async fn active_trigger_runs(&self, trigger_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM runs WHERE idempotency_key LIKE $1 AND status IN ('queued', 'running', 'waiting')",
+        )
+        .bind(format!("cron:{trigger_id}:%"))
+        .fetch_all(&self.inner.read)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(Into::into))
+            .collect()
     }
 
     /// Remembers a webhook message id until `keep_ms` from now; false when it was already seen

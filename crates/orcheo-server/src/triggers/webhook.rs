@@ -211,6 +211,7 @@ pub async fn create_webhook(
             secret,
             token: Some(token.clone()),
             created_by: p.actor(),
+            next_at: None,
         })
         .await?;
     st.store

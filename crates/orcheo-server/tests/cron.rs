@@ -1,0 +1,182 @@
+//! Cron triggers on a real server: ticks fire runs once each, pause stops them, overlap
+//! policies hold, and two servers on one PostgreSQL fire each tick once.
+
+mod common;
+
+use common::*;
+use orcheo_server::{Config, Server};
+use orcheo_store::Backend;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+
+both!(
+    every_second_fires_each_tick_once,
+    overlap_skip_does_not_pile_up
+);
+
+async fn cron_runs(s: &TestServer, wf: &str) -> Vec<Value> {
+    let v = s
+        .ok(
+            "GET",
+            &format!("/api/runs?workflow_id={wf}&limit=500"),
+            None,
+        )
+        .await;
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+async fn every_second_fires_each_tick_once(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.push("tick", chain(1)).await;
+    let (st, p) = s
+        .call(
+            "POST",
+            "/api/triggers/cron",
+            Some(json!({"workflow_id": "tick", "expression": "61 * * * *"})),
+        )
+        .await;
+    assert_eq!(st, 422, "{p}");
+    let (st, p) = s.call("POST", "/api/triggers/cron", Some(json!({"workflow_id": "tick", "expression": "* * * * *", "timezone": "Nowhere/City"}))).await;
+    assert_eq!(st, 422);
+    assert!(p["detail"].as_str().unwrap_or("").contains("IANA"), "{p}");
+    let t = s.ok("POST", "/api/triggers/cron", Some(json!({"workflow_id": "tick", "expression": "* * * * * *", "input": {"who": "cron"}}))).await;
+    let id = t["id"].as_str().expect("id").to_string();
+    let next = s
+        .ok("GET", &format!("/api/triggers/{id}/next?count=3"), None)
+        .await;
+    let times: Vec<chrono::DateTime<chrono::Utc>> =
+        serde_json::from_value(next["next"].clone()).expect("times");
+    assert_eq!(times.len(), 3);
+    assert_eq!((times[1] - times[0]).num_seconds(), 1);
+    assert!(!next["description"].as_str().unwrap_or("").is_empty());
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    s.ok("POST", &format!("/api/triggers/{id}/pause"), None)
+        .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let runs = cron_runs(&s, "tick").await;
+    assert!(runs.len() >= 2, "ticks fired: {}", runs.len());
+    let mut ticks: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            r["origin"]["scheduled_for"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    ticks.sort();
+    let n = ticks.len();
+    ticks.dedup();
+    assert_eq!(ticks.len(), n, "each tick once");
+    assert!(runs
+        .iter()
+        .all(|r| r["origin"]["kind"] == "cron" && r["input"]["who"] == "cron"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        cron_runs(&s, "tick").await.len(),
+        n,
+        "a paused schedule does not fire"
+    );
+    s.stop().await;
+}
+
+async fn overlap_skip_does_not_pile_up(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.push("slow", sleeper(2500)).await;
+    s.ok(
+        "POST",
+        "/api/triggers/cron",
+        Some(json!({"workflow_id": "slow", "expression": "* * * * * *", "overlap": "skip"})),
+    )
+    .await;
+    s.push("slow2", sleeper(2500)).await;
+    s.ok(
+        "POST",
+        "/api/triggers/cron",
+        Some(json!({"workflow_id": "slow2", "expression": "* * * * * *", "overlap": "allow"})),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    let skip = cron_runs(&s, "slow").await.len();
+    let allow = cron_runs(&s, "slow2").await.len();
+    assert!(skip <= 2, "skip keeps one run at a time: {skip}");
+    assert!(allow >= 3, "allow starts one per tick: {allow}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_postgres_fire_each_tick_once() {
+    let dir = std::env::temp_dir().join(format!("orcheo-cron2-{}", uuid::Uuid::new_v4()));
+    let url = orcheo_store::testing::fresh_postgres_url()
+        .await
+        .expect("pg");
+    let cfg = |sub: &str| Config {
+        port: 0,
+        data_dir: dir.join(sub),
+        database_url: Some(url.clone()),
+        ..Config::default()
+    };
+    let (a, welcome) = Server::start(cfg("a")).await.expect("a");
+    let (b, _) = Server::start(cfg("b")).await.expect("b");
+    let key = welcome.admin_key.expect("key");
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{}{path}", a.url()))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+    post(
+        "/api/workflows",
+        json!({"id": "tick", "document": chain(1)}),
+    )
+    .await
+    .expect("wf");
+    let t: Value = post(
+        "/api/triggers/cron",
+        json!({"workflow_id": "tick", "expression": "* * * * * *", "overlap": "allow"}),
+    )
+    .await
+    .expect("cron")
+    .json()
+    .await
+    .expect("json");
+    assert!(t["id"].is_string(), "{t}");
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    let runs: Value = http
+        .get(format!("{}/api/runs?workflow_id=tick&limit=500", b.url()))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let mut per_tick: HashMap<String, usize> = HashMap::new();
+    for r in runs["items"].as_array().expect("items") {
+        *per_tick
+            .entry(
+                r["origin"]["scheduled_for"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+            .or_default() += 1;
+    }
+    assert!(per_tick.len() >= 3, "ticks fired: {per_tick:?}");
+    assert!(
+        per_tick.values().all(|n| *n == 1),
+        "each tick once across two servers: {per_tick:?}"
+    );
+    let mut ticks: Vec<chrono::DateTime<chrono::Utc>> =
+        per_tick.keys().map(|k| k.parse().expect("time")).collect();
+    ticks.sort();
+    assert!(
+        ticks.windows(2).all(|w| (w[1] - w[0]).num_seconds() == 1),
+        "no tick lost: {ticks:?}"
+    );
+    a.shutdown().await.expect("a");
+    b.shutdown().await.expect("b");
+    let _ = std::fs::remove_dir_all(&dir);
+}
