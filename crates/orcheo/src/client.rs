@@ -569,3 +569,233 @@ pub async fn run_status(run_id: String, r: Remote) -> Result<u8> {
     let c = Client::new(&r)?;
     status(&c, &run_id, r.json).await
 }
+
+/// `orcheo trigger …`.
+#[derive(Subcommand)]
+pub enum TriggerCommand {
+    /// List triggers (optionally of one workflow).
+    List {
+        /// Only this workflow's triggers.
+        #[arg(long)]
+        workflow: Option<String>,
+    },
+    /// Make a trigger: `--cron EXPR` (with `--timezone`) or `--webhook` (with `--signature`).
+    Create {
+        /// The workflow it starts.
+        workflow: String,
+        /// A cron expression.
+        #[arg(long, conflicts_with = "webhook")]
+        cron: Option<String>,
+        /// IANA time zone of the cron expression.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Overlap policy of a schedule: skip, queue_one, allow, cancel_previous.
+        #[arg(long)]
+        overlap: Option<String>,
+        /// Make a webhook.
+        #[arg(long)]
+        webhook: bool,
+        /// Webhook signature scheme: standard_webhooks, github, stripe, slack, shared_secret.
+        #[arg(long, requires = "webhook")]
+        signature: Option<String>,
+    },
+    /// Stop a trigger from firing.
+    Pause {
+        /// Trigger id.
+        id: String,
+    },
+    /// Let a paused trigger fire again.
+    Resume {
+        /// Trigger id.
+        id: String,
+    },
+    /// The next firings of a schedule.
+    Next {
+        /// Trigger id.
+        id: String,
+        /// How many.
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+    },
+}
+
+/// Runs an `orcheo trigger` command.
+pub async fn trigger(cmd: TriggerCommand, r: Remote) -> Result<u8> {
+    let c = Client::new(&r)?;
+    match cmd {
+        TriggerCommand::List { workflow } => {
+            let path = match workflow {
+                Some(w) => format!("/api/triggers?workflow_id={}", enc(&w)),
+                None => "/api/triggers".to_string(),
+            };
+            let v = c.get(&path).await?;
+            if r.json {
+                crate::out(&pretty(&v));
+            } else {
+                for t in v.as_array().into_iter().flatten() {
+                    let what = match t["kind"].as_str() {
+                        Some("cron") => format!(
+                            "{} ({})",
+                            t["config"]["expression"].as_str().unwrap_or(""),
+                            t["config"]["timezone"].as_str().unwrap_or("UTC")
+                        ),
+                        _ => t["config"]["methods"]
+                            .as_array()
+                            .map(|m| {
+                                m.iter()
+                                    .filter_map(Value::as_str)
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            })
+                            .unwrap_or_default(),
+                    };
+                    crate::out(&format!(
+                        "{:<38} {:<8} {:<24} {:<30} {}",
+                        t["id"].as_str().unwrap_or(""),
+                        t["kind"].as_str().unwrap_or(""),
+                        t["workflow_id"].as_str().unwrap_or(""),
+                        what,
+                        if t["enabled"] == json!(true) {
+                            "active"
+                        } else {
+                            "paused"
+                        }
+                    ));
+                }
+            }
+            Ok(exit::OK)
+        }
+        TriggerCommand::Create {
+            workflow,
+            cron,
+            timezone,
+            overlap,
+            webhook,
+            signature,
+        } => {
+            let (path, body) = match (cron, webhook) {
+                (Some(expr), _) => {
+                    let mut b =
+                        json!({"workflow_id": workflow, "expression": expr, "timezone": timezone});
+                    if let Some(o) = overlap {
+                        b["overlap"] = Value::String(o);
+                    }
+                    ("/api/triggers/cron", b)
+                }
+                (None, true) => {
+                    let mut b = json!({"workflow_id": workflow});
+                    if let Some(s) = signature {
+                        b["signature"] = json!({"type": s});
+                    }
+                    ("/api/triggers/webhook", b)
+                }
+                (None, false) => bail!("say what kind of trigger: --cron EXPR or --webhook"),
+            };
+            let (_, v) = c
+                .send(c.req(reqwest::Method::POST, path).json(&body))
+                .await?;
+            if r.json {
+                crate::out(&pretty(&v));
+            } else {
+                crate::out(&format!("trigger {}", v["id"].as_str().unwrap_or("")));
+                if let Some(u) = v["url"].as_str() {
+                    crate::out(&format!("url: {u}"));
+                }
+                if let Some(s) = v["secret_once"].as_str() {
+                    crate::out(&format!("signing secret (shown once): {s}"));
+                }
+                if let Some(n) = v["next_at"].as_str() {
+                    crate::out(&format!("next: {n}"));
+                }
+            }
+            Ok(exit::OK)
+        }
+        TriggerCommand::Pause { id } => toggle(&c, &r, &id, "pause").await,
+        TriggerCommand::Resume { id } => toggle(&c, &r, &id, "resume").await,
+        TriggerCommand::Next { id, count } => {
+            let v = c
+                .get(&format!("/api/triggers/{}/next?count={count}", enc(&id)))
+                .await?;
+            if r.json {
+                crate::out(&pretty(&v));
+            } else {
+                crate::out(v["description"].as_str().unwrap_or(""));
+                for t in v["next"].as_array().into_iter().flatten() {
+                    crate::out(t.as_str().unwrap_or(""));
+                }
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+async fn toggle(c: &Client, r: &Remote, id: &str, what: &str) -> Result<u8> {
+    let (_, v) = c
+        .send(c.req(
+            reqwest::Method::POST,
+            &format!("/api/triggers/{}/{what}", enc(id)),
+        ))
+        .await?;
+    if r.json {
+        crate::out(&pretty(&v));
+    } else {
+        crate::out(&format!(
+            "trigger {id} {}",
+            if v["enabled"] == json!(true) {
+                "active"
+            } else {
+                "paused"
+            }
+        ));
+    }
+    Ok(exit::OK)
+}
+
+/// `orcheo run …` against a server.
+#[derive(Subcommand)]
+pub enum RunCommand {
+    /// Retry a failed run from its last checkpoint (finished nodes are not run again).
+    Retry {
+        /// Run id.
+        id: String,
+        /// Wait for it and print the outcome.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+/// Runs an `orcheo runs` command.
+pub async fn run_cmd(cmd: RunCommand, r: Remote) -> Result<u8> {
+    let c = Client::new(&r)?;
+    match cmd {
+        RunCommand::Retry { id, wait } => {
+            let (_, v) = c
+                .send(c.req(
+                    reqwest::Method::POST,
+                    &format!("/api/runs/{}/retry", enc(&id)),
+                ))
+                .await?;
+            if !wait {
+                if r.json {
+                    crate::out(&pretty(&v));
+                } else {
+                    crate::out(&format!(
+                        "run {id} queued again (attempt {})",
+                        v["attempts"].as_u64().unwrap_or(0) + 1
+                    ));
+                }
+                return Ok(exit::OK);
+            }
+            let after = c
+                .get(&format!("/api/runs/{}/events?limit=10000", enc(&id)))
+                .await?;
+            let last = after["events"]
+                .as_array()
+                .and_then(|e| e.last())
+                .and_then(|e| e["seq"].as_u64())
+                .unwrap_or(0);
+            follow(&c, &id, last, !r.json, false).await?;
+            status(&c, &id, r.json).await
+        }
+    }
+}

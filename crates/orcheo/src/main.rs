@@ -66,6 +66,20 @@ enum Command {
         #[command(flatten)]
         remote: client::Remote,
     },
+    /// Manage triggers on a server: list, create (--cron or --webhook), pause, resume, next.
+    Trigger {
+        #[command(subcommand)]
+        command: client::TriggerCommand,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// Act on runs on a server: retry.
+    Runs {
+        #[command(subcommand)]
+        command: client::RunCommand,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
     /// Show a run's status and outcome on a server.
     RunStatus {
         /// The run id.
@@ -129,6 +143,10 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Workflow { command, remote } => {
             runtime()?.block_on(client::workflow(command, remote))
         }
+        Command::Trigger { command, remote } => {
+            runtime()?.block_on(client::trigger(command, remote))
+        }
+        Command::Runs { command, remote } => runtime()?.block_on(client::run_cmd(command, remote)),
         Command::RunStatus { run_id, remote } => {
             runtime()?.block_on(client::run_status(run_id, remote))
         }

@@ -274,3 +274,94 @@ fn api_key_commands_on_the_data_directory() {
     assert_ne!(code, 0);
     assert!(err.contains("unknown scope `root`"), "{err}");
 }
+
+#[test]
+fn trigger_and_retry_commands() {
+    let s = serve();
+    let key = Some(s.key.as_str());
+    let file = examples().join("webhook-order-intake.json");
+    let (code, _, err) = cli(&s, key, &["workflow", "push", file.to_str().expect("p")]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = cli(
+        &s,
+        key,
+        &[
+            "trigger",
+            "create",
+            "webhook-order-intake",
+            "--cron",
+            "30 2 * * *",
+            "--timezone",
+            "Europe/Amsterdam",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let t: Value = serde_json::from_str(&out).expect("json");
+    let id = t["id"].as_str().expect("id").to_string();
+    let (_, out, _) = cli(&s, key, &["trigger", "next", &id, "--count", "2"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[1].ends_with(":30:00+00:00") || lines[1].contains(":30:00"),
+        "{out}"
+    );
+    let (_, out, _) = cli(&s, key, &["trigger", "pause", &id]);
+    assert!(out.contains("paused"), "{out}");
+    let (_, out, _) = cli(&s, key, &["trigger", "list"]);
+    assert!(
+        out.contains(&id) && out.contains("30 2 * * *") && out.contains("paused"),
+        "{out}"
+    );
+    let (_, out, _) = cli(&s, key, &["trigger", "resume", &id]);
+    assert!(out.contains("active"), "{out}");
+    let (code, out, err) = cli(
+        &s,
+        key,
+        &[
+            "trigger",
+            "create",
+            "webhook-order-intake",
+            "--webhook",
+            "--signature",
+            "github",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("/hooks/") && out.contains("signing secret"),
+        "{out}"
+    );
+    let (code, _, err) = cli(
+        &s,
+        key,
+        &[
+            "trigger",
+            "create",
+            "webhook-order-intake",
+            "--cron",
+            "nonsense",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("422"), "{err}");
+
+    // A failed run, retried from the CLI.
+    let failing = s.dir.join("fails.json");
+    std::fs::write(&failing, r#"{"format": "orcheo.workflow/1", "name": "fails", "nodes": [{"id": "boom", "type": "fail", "config": {"message": "boom"}}], "edges": [{"source": "__start__", "target": "boom"}, {"source": "boom", "target": "__end__"}]}"#).expect("write");
+    cli(&s, key, &["workflow", "push", failing.to_str().expect("p")]);
+    let (code, _, err) = cli(&s, key, &["workflow", "run", "fails", "--wait"]);
+    assert_eq!(code, 1, "{err}");
+    let run_id = err
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .expect("id")
+        .trim()
+        .to_string();
+    let (code, out, err) = cli(&s, key, &["runs", "retry", &run_id, "--wait"]);
+    assert_eq!(code, 1, "it fails again: {out}{err}");
+    assert!(out.contains("failed"), "{out}");
+    let (_, out, _) = cli(&s, key, &["run-status", &run_id, "--json"]);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["attempts"], 2);
+}
