@@ -15,7 +15,113 @@ both!(
     errors_are_problem_json,
     sub_workflows_by_id_come_from_the_store,
     one_of_two_interrupts_resumed_at_a_time,
+    batches_and_dead_letters,
 );
+
+async fn batches_and_dead_letters(b: Backend) {
+    let s = TestServer::start(b).await;
+    let doc = json!({"format": "orcheo.workflow/1", "name": "picky",
+        "input_schema": {"type": "object", "required": ["n"]},
+        "nodes": [{"id": "check", "type": "if_else", "config": {"condition": "{{ input.n | int > 2 }}"}},
+                  {"id": "boom", "type": "fail", "config": {"message": "{{ 'too big: ' ~ input.n }}"}},
+                  {"id": "ok", "type": "noop"}],
+        "edges": [{"source": "__start__", "target": "check"}, {"source": "check", "target": "boom", "branch": "true"},
+                  {"source": "check", "target": "ok", "branch": "false"}, {"source": "boom", "target": "__end__"}, {"source": "ok", "target": "__end__"}]});
+    s.push("picky", doc).await;
+    // JSON batch.
+    let v = s
+        .ok(
+            "POST",
+            "/api/runs/batch",
+            Some(json!({"workflow_id": "picky", "inputs": [{"n": 1}, {"n": 5}]})),
+        )
+        .await;
+    assert_eq!(v["run_ids"].as_array().map(Vec::len), Some(2));
+    // One bad input: nothing starts, and the problem names it.
+    let (st, p) = s
+        .call(
+            "POST",
+            "/api/runs/batch",
+            Some(json!({"workflow_id": "picky", "inputs": [{"n": 1}, {"x": 1}]})),
+        )
+        .await;
+    assert_eq!(st, 422);
+    assert_eq!(p["errors"][0]["index"], 1, "{p}");
+    // CSV and JSON Lines uploads.
+    let csv = s
+        .http
+        .post(s.url("/api/runs/batch?workflow_id=picky"))
+        .bearer_auth(&s.admin)
+        .header("content-type", "text/csv")
+        .body("n,label\n2,\"small, fine\"\n9,big\n")
+        .send()
+        .await
+        .expect("csv");
+    assert_eq!(csv.status().as_u16(), 202);
+    let jsonl = s
+        .http
+        .post(s.url("/api/runs/batch?workflow_id=picky"))
+        .bearer_auth(&s.admin)
+        .header("content-type", "application/x-ndjson")
+        .body("{\"n\": 0}\n\n{\"n\": 7}\n")
+        .send()
+        .await
+        .expect("jsonl");
+    assert_eq!(jsonl.status().as_u16(), 202);
+    let ids: Vec<String> = serde_json::from_value::<Value>(jsonl.json().await.expect("json"))
+        .expect("v")["run_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(|i| i.as_str().map(String::from))
+        .collect();
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        s.wait_for(id, &["completed", "failed"]).await;
+    }
+    // Let every run finish, then the dead letters are the three big ones.
+    let all = s
+        .ok("GET", "/api/runs?workflow_id=picky&limit=100", None)
+        .await;
+    for r in all["items"].as_array().expect("items") {
+        s.wait_for(r["id"].as_str().expect("id"), &["completed", "failed"])
+            .await;
+    }
+    let dead = s
+        .ok("GET", "/api/dead-letters?workflow_id=picky", None)
+        .await;
+    let items = dead["items"].as_array().expect("items");
+    assert_eq!(items.len(), 3, "{dead}");
+    assert!(items.iter().all(|d| d["run"]["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("too big")
+        && d["last_checkpoint"]["id"].is_u64()));
+    assert!(items
+        .iter()
+        .any(|d| d["run"]["origin"]["batch"].is_string()));
+    // Re-drive one, then the rest in bulk.
+    let one = items[0]["run"]["id"].as_str().expect("id").to_string();
+    let r = s
+        .ok(
+            "POST",
+            "/api/dead-letters/redrive",
+            Some(json!({"run_ids": [one, "nope"]})),
+        )
+        .await;
+    assert_eq!(r["retried"].as_array().map(Vec::len), Some(1));
+    assert_eq!(r["skipped"][0]["run_id"], "nope");
+    s.wait_for(&one, &["failed"]).await;
+    let r = s
+        .ok(
+            "POST",
+            "/api/dead-letters/redrive",
+            Some(json!({"workflow_id": "picky"})),
+        )
+        .await;
+    assert_eq!(r["retried"].as_array().map(Vec::len), Some(3));
+    s.stop().await;
+}
 
 async fn one_of_two_interrupts_resumed_at_a_time(b: Backend) {
     let s = TestServer::start(b).await;

@@ -313,6 +313,9 @@ async fn every_route_checks_its_key_and_scope(b: Backend) {
         ("POST", "/hooks/{token}"),
         ("POST", "/api/triggers/cron"),
         ("GET", "/api/triggers/{id}/next"),
+        ("POST", "/api/runs/batch"),
+        ("GET", "/api/dead-letters"),
+        ("POST", "/api/dead-letters/redrive"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

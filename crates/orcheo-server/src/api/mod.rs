@@ -1,5 +1,6 @@
 //! The HTTP API under `/api`, its OpenAPI document and the reference page.
 
+mod batch;
 mod keys;
 mod runs;
 mod system;
@@ -79,6 +80,9 @@ pub fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(workflows::get_version))
         .routes(routes!(workflows::diff_versions))
         .routes(routes!(runs::list_runs, runs::create_run))
+        .routes(routes!(batch::create_batch))
+        .routes(routes!(batch::dead_letters))
+        .routes(routes!(batch::redrive))
         .routes(routes!(runs::get_run))
         .routes(routes!(runs::cancel_run))
         .routes(routes!(runs::resume_run))
