@@ -12,8 +12,127 @@ both!(
     standard_webhooks_end_to_end,
     other_schemes_dedup_and_limits,
     rate_limit_answers_429,
-    wait_mode_answers_with_a_node_output
+    wait_mode_answers_with_a_node_output,
+    sustained_load_loses_nothing
 );
+
+/// 400 signed webhooks from 8 concurrent senders: every accepted request becomes exactly one
+/// run; with a budget, the rest get 429 and make no run. Bounded in count, not timed.
+async fn sustained_load_loses_nothing(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.push("hooked", chain(1)).await;
+    let h = s
+        .ok(
+            "POST",
+            "/api/triggers/webhook",
+            Some(json!({"workflow_id": "hooked", "signature": {"type": "standard_webhooks"}})),
+        )
+        .await;
+    let url = h["url"].as_str().expect("url").to_string();
+    let secret = h["secret_once"].as_str().expect("secret").to_string();
+    let limited = s
+        .ok(
+            "POST",
+            "/api/triggers/webhook",
+            Some(json!({"workflow_id": "hooked", "rate_limit": {"per_second": 1, "burst": 50}})),
+        )
+        .await;
+    let limited_url = limited["url"].as_str().expect("url").to_string();
+    let total = 400usize;
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (http, url, secret, counter, limited_url) = (
+            s.http.clone(),
+            url.clone(),
+            secret.clone(),
+            counter.clone(),
+            limited_url.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            let mut limited_ok = 0usize;
+            let mut limited_429 = 0usize;
+            loop {
+                let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let body = format!(r#"{{"n": {i}}}"#);
+                let now = chrono::Utc::now().timestamp();
+                let id = format!("msg_{i}");
+                let sig = standard_sign(&secret, &id, now, body.as_bytes()).expect("sign");
+                let res = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("webhook-id", &id)
+                    .header("webhook-timestamp", now.to_string())
+                    .header("webhook-signature", sig)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("post");
+                assert_eq!(res.status().as_u16(), 202);
+                let v: Value = res.json().await.expect("json");
+                accepted.push(v["run_id"].as_str().expect("id").to_string());
+                let res = http
+                    .post(&limited_url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("post");
+                match res.status().as_u16() {
+                    202 => limited_ok += 1,
+                    429 => limited_429 += 1,
+                    other => panic!("unexpected {other}"),
+                }
+            }
+            (accepted, limited_ok, limited_429)
+        }));
+    }
+    let mut accepted = Vec::new();
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let (a, o, r) = t.await.expect("task");
+        accepted.extend(a);
+        ok += o;
+        refused += r;
+    }
+    assert_eq!(accepted.len(), total);
+    let mut unique = accepted.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), total, "one distinct run per accepted request");
+    assert!(
+        refused > 0 && ok >= 50 && ok + refused == total,
+        "ok {ok}, refused {refused}"
+    );
+    // Every run exists and completes: nothing lost.
+    for id in &accepted {
+        s.wait_for(id, &["completed"]).await;
+    }
+    let mut all = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/runs?workflow_id=hooked&limit=500&cursor={c}"),
+            None => "/api/runs?workflow_id=hooked&limit=500".to_string(),
+        };
+        let v = s.ok("GET", &path, None).await;
+        all += v["items"].as_array().map(Vec::len).unwrap_or(0);
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        all,
+        total + ok,
+        "accepted requests and runs match one to one"
+    );
+    s.stop().await;
+}
 
 async fn wait_mode_answers_with_a_node_output(b: Backend) {
     let s = TestServer::start(b).await;
