@@ -55,6 +55,9 @@ struct Args {
     /// Runs posted in the throughput phase.
     #[arg(long, default_value_t = 5000)]
     runs: usize,
+    /// Signed webhook requests sent in the webhook phase (0 skips it).
+    #[arg(long, default_value_t = 3000)]
+    webhooks: usize,
     /// Concurrent HTTP clients posting runs in the throughput phase.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
@@ -628,8 +631,19 @@ struct Report {
     post_run: Latency,
     latency_drain: Duration,
     throughput: Throughput,
+    webhook: Option<Webhooks>,
     loaded_stop: Duration,
     log_lines: usize,
+}
+
+/// The webhook phase's figures.
+struct Webhooks {
+    /// Requests sent (all accepted and completed).
+    n: usize,
+    /// Accepted requests per second (client clock, all senders).
+    rate: f64,
+    /// Accept latency of each request.
+    latency: Latency,
 }
 
 impl Report {
@@ -659,6 +673,9 @@ impl Report {
                 "server_secs": t.server_secs,
                 "server_runs_per_sec": t.server_rate(),
             },
+            "webhooks": self.webhook.as_ref().map(|w| json!({
+                "requests": w.n, "accepted_per_sec": w.rate, "accept_latency": w.latency.json()
+            })),
             "loaded_stop_ms": ms(self.loaded_stop),
             "server_log_lines": self.log_lines,
         })
@@ -709,10 +726,24 @@ impl Report {
             args.requests, args.warmup
         ));
         s.push_str("| Request | p50 | p95 | p99 | mean | max |\n|---|---:|---:|---:|---:|---:|\n");
-        for (name, l) in [
-            ("`GET /api/workflows/bench5`", &self.get_workflow),
-            ("`POST /api/runs` (202)", &self.post_run),
-        ] {
+        let mut rows = vec![
+            (
+                "`GET /api/workflows/bench5`".to_string(),
+                &self.get_workflow,
+            ),
+            ("`POST /api/runs` (202)".to_string(), &self.post_run),
+        ];
+        if let Some(w) = &self.webhook {
+            s.push_str(&format!(
+                "Webhooks: {} signed requests (Standard Webhooks), {} senders: **{:.0} accepted/s**, every one a completed run.\n\n",
+                w.n, args.concurrency, w.rate
+            ));
+            rows.push((
+                format!("webhook accept, {} concurrent (202)", args.concurrency),
+                &w.latency,
+            ));
+        }
+        for (name, l) in rows {
             s.push_str(&format!(
                 "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
                 l.p50, l.p95, l.p99, l.mean, l.max
@@ -878,6 +909,16 @@ async fn bench_backend_in(
         server_secs: secs(first_created, last_finished),
     };
 
+    let webhook = if args.webhooks > 0 {
+        eprintln!(
+            "== {backend}: webhooks ({} signed requests, {} senders)",
+            args.webhooks, args.concurrency
+        );
+        Some(webhook_phase(&api, args, drain_timeout).await?)
+    } else {
+        None
+    };
+
     let (rss_after_load_kib, hwm_after_load_kib) = memory_kib(server.pid())?;
     let loaded_stop = server.stop()?;
     drop(server);
@@ -904,8 +945,86 @@ async fn bench_backend_in(
         post_run,
         latency_drain,
         throughput,
+        webhook,
         loaded_stop,
         log_lines,
+    })
+}
+
+/// Signed webhooks from concurrent senders: accept rate and latency; every request must
+/// become a completed run.
+async fn webhook_phase(api: &Api, args: &Args, drain_timeout: Duration) -> Result<Webhooks> {
+    api.push_workflow("bench5w").await?;
+    let hook = api
+        .expect(
+            reqwest::Method::POST,
+            "/api/triggers/webhook",
+            Some(&json!({"workflow_id": "bench5w", "signature": {"type": "standard_webhooks"}})),
+            201,
+        )
+        .await?;
+    let url = hook["url"].as_str().context("no webhook url")?.to_string();
+    let secret = hook["secret_once"]
+        .as_str()
+        .context("no webhook secret")?
+        .to_string();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let senders: Vec<_> = (0..args.concurrency.max(1))
+        .map(|_| {
+            let (http, url, secret, next) =
+                (api.http.clone(), url.clone(), secret.clone(), next.clone());
+            let n = args.webhooks;
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return Ok::<_, anyhow::Error>(samples);
+                    }
+                    let body = format!(r#"{{"n": {i}}}"#);
+                    let id = format!("msg_{i}");
+                    let now = Utc::now().timestamp();
+                    let sig = orcheo_server::triggers::signature::standard_sign(
+                        &secret,
+                        &id,
+                        now,
+                        body.as_bytes(),
+                    )
+                    .map_err(|e| anyhow::anyhow!("signing: {e}"))?;
+                    let t = Instant::now();
+                    let res = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("webhook-id", &id)
+                        .header("webhook-timestamp", now.to_string())
+                        .header("webhook-signature", sig)
+                        .body(body)
+                        .send()
+                        .await
+                        .context("posting a webhook")?;
+                    let status = res.status();
+                    let _ = res.bytes().await;
+                    samples.push(t.elapsed());
+                    if status.as_u16() != 202 {
+                        bail!("webhook {i} → {status}");
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut samples = Vec::new();
+    for r in futures::future::join_all(senders).await {
+        samples.extend(r.context("a webhook sender panicked")??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    api.drain("bench5w", Duration::from_millis(20), drain_timeout)
+        .await?;
+    api.verify_completed("bench5w", args.webhooks).await?;
+    Ok(Webhooks {
+        n: args.webhooks,
+        rate: args.webhooks as f64 / secs,
+        latency: Latency::of(samples),
     })
 }
 

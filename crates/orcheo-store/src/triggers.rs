@@ -249,22 +249,18 @@ impl Store {
         message_id: &str,
         keep_ms: i64,
     ) -> Result<bool, StoreError> {
-        let now = now_ms();
-        sqlx::query("DELETE FROM webhook_receipts WHERE trigger_id = $1 AND message_id = $2 AND expires_at < $3")
-            .bind(trigger_id)
-            .bind(message_id)
-            .bind(now)
-            .execute(&self.inner.write)
-            .await?;
-        let r = sqlx::query(
-            "INSERT INTO webhook_receipts (trigger_id, message_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT (trigger_id, message_id) DO NOTHING",
-        )
-        .bind(trigger_id)
-        .bind(message_id)
-        .bind(now + keep_ms)
-        .execute(&self.inner.write)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        // Through the ordered writer, batched with the run it guards.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .ops
+            .send(crate::writer::Op::Receipt {
+                trigger_id: trigger_id.to_string(),
+                message_id: message_id.to_string(),
+                keep_ms,
+                ack: tx,
+            })
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Forgets webhook message ids past their window. Returns how many.

@@ -91,6 +91,12 @@ pub(crate) enum Op {
         sql_args: crate::runs::RunInsert,
         ack: Ack,
     },
+    Receipt {
+        trigger_id: String,
+        message_id: String,
+        keep_ms: i64,
+        ack: oneshot::Sender<Result<bool, StoreError>>,
+    },
     Lease {
         owner: String,
         max: usize,
@@ -109,7 +115,7 @@ impl Op {
                 run_id: id.as_str().into(),
                 epoch: *epoch,
             }),
-            Op::Flush(_) | Op::CreateRun { .. } | Op::Lease { .. } => None,
+            Op::Flush(_) | Op::CreateRun { .. } | Op::Lease { .. } | Op::Receipt { .. } => None,
         }
     }
 }
@@ -154,6 +160,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Op>) 
 struct Outcome {
     refused: Vec<bool>,
     leased: HashMap<usize, Vec<crate::runs::LeasedRun>>,
+    receipts: HashMap<usize, bool>,
 }
 
 fn refused_error(f: &Fence) -> StoreError {
@@ -185,6 +192,9 @@ fn deliver(inner: &Inner, batch: Vec<Op>, mut outcome: Outcome) {
             Op::Lease { ack, .. } => {
                 let _ = ack.send(Ok(outcome.leased.remove(&i).unwrap_or_default()));
             }
+            Op::Receipt { ack, .. } => {
+                let _ = ack.send(Ok(outcome.receipts.get(&i).copied().unwrap_or(false)));
+            }
             Op::Flush(ack) => {
                 let _ = ack.send(());
             }
@@ -207,6 +217,9 @@ fn fail(op: Op, e: StoreError) {
         Op::Lease { ack, .. } => {
             let _ = ack.send(Err(e));
         }
+        Op::Receipt { ack, .. } => {
+            let _ = ack.send(Err(e));
+        }
         Op::Flush(ack) => {
             let _ = ack.send(());
         }
@@ -218,6 +231,7 @@ async fn apply(inner: &Inner, batch: &[Op]) -> Result<Outcome, StoreError> {
         return Ok(Outcome {
             refused: vec![false; batch.len()],
             leased: HashMap::new(),
+            receipts: HashMap::new(),
         });
     }
     // Set-based: one statement per table and batch, whatever the number of runs in it (each
@@ -252,7 +266,7 @@ async fn apply(inner: &Inner, batch: &[Op]) -> Result<Outcome, StoreError> {
             } => writes.push((run_id, *checkpoint, body)),
             Op::Finish { id, epoch, fin, .. } => finishes.push((id, *epoch, fin)),
             Op::CreateRun { sql_args, .. } => creates.push(sql_args),
-            Op::Flush(_) | Op::Lease { .. } => {}
+            Op::Flush(_) | Op::Lease { .. } | Op::Receipt { .. } => {}
         }
     }
     crate::runs::insert_runs(&mut tx, &creates).await?;
@@ -281,6 +295,31 @@ async fn apply(inner: &Inner, batch: &[Op]) -> Result<Outcome, StoreError> {
         .await?;
         debug_assert!(fin.status != RunStatus::Queued);
     }
+    // Webhook receipts: a new id inserts, an expired one renews, a live one is a replay.
+    let mut receipts = HashMap::new();
+    for (i, op) in batch.iter().enumerate() {
+        if let Op::Receipt {
+            trigger_id,
+            message_id,
+            keep_ms,
+            ..
+        } = op
+        {
+            let now = now_ms();
+            let r = sqlx::query(
+                "INSERT INTO webhook_receipts (trigger_id, message_id, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (trigger_id, message_id) DO UPDATE SET expires_at = excluded.expires_at \
+                 WHERE webhook_receipts.expires_at < $4",
+            )
+            .bind(trigger_id.as_str())
+            .bind(message_id.as_str())
+            .bind(now + keep_ms)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            receipts.insert(i, r.rows_affected() == 1);
+        }
+    }
     // Leases last, so slots freed by this batch's finished runs are filled in the same commit.
     let mut leased = HashMap::new();
     for (i, op) in batch.iter().enumerate() {
@@ -295,7 +334,11 @@ async fn apply(inner: &Inner, batch: &[Op]) -> Result<Outcome, StoreError> {
         }
     }
     tx.commit().await?;
-    Ok(Outcome { refused, leased })
+    Ok(Outcome {
+        refused,
+        leased,
+        receipts,
+    })
 }
 
 /// Which lease tokens of the batch still hold: one query for all its runs. On PostgreSQL the
