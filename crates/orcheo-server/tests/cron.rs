@@ -12,8 +12,48 @@ use std::time::Duration;
 
 both!(
     every_second_fires_each_tick_once,
-    overlap_skip_does_not_pile_up
+    overlap_skip_does_not_pile_up,
+    overlap_queue_one_and_cancel_previous
 );
+
+async fn overlap_queue_one_and_cancel_previous(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.push("q", sleeper(20_000)).await;
+    s.ok(
+        "POST",
+        "/api/triggers/cron",
+        Some(json!({"workflow_id": "q", "expression": "* * * * * *", "overlap": "queue_one"})),
+    )
+    .await;
+    s.push("c", sleeper(20_000)).await;
+    s.ok(
+        "POST",
+        "/api/triggers/cron",
+        Some(
+            json!({"workflow_id": "c", "expression": "* * * * * *", "overlap": "cancel_previous"}),
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    let q = cron_runs(&s, "q").await;
+    assert_eq!(q.len(), 2, "one running, one queued behind it: {}", q.len());
+    let c = cron_runs(&s, "c").await;
+    assert!(c.len() >= 3, "a run per tick: {}", c.len());
+    let still: Vec<&Value> = c
+        .iter()
+        .filter(|r| {
+            !["cancelled", "completed", "failed"].contains(&r["status"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert!(
+        still.len() <= 2,
+        "cancel_previous keeps one going (plus one being cancelled): {}",
+        still.len()
+    );
+    let cancelled = c.iter().filter(|r| r["status"] == "cancelled").count();
+    assert!(cancelled >= 1, "earlier runs were cancelled");
+    s.stop().await;
+}
 
 async fn cron_runs(s: &TestServer, wf: &str) -> Vec<Value> {
     let v = s
