@@ -286,6 +286,27 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)
     }
 
+    /// Runs `sql` (which takes `$1` = now and `$2` = id) and reports `NotFound` for `what`
+    /// when it touched no row: soft deletes and similar one-row changes.
+    pub(crate) async fn touch_one(
+        &self,
+        sql: &'static str,
+        id: &str,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(sql)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.inner.write)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "{what} `{id}` does not exist"
+            )));
+        }
+        Ok(())
+    }
+
     /// Closes the pools after the queued writes are committed.
     pub async fn close(&self) {
         let _ = self.flush().await;

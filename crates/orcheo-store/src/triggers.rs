@@ -171,19 +171,12 @@ impl Store {
 
     /// Deletes a trigger; its URL stops working at once.
     pub async fn delete_trigger(&self, id: &str) -> Result<(), StoreError> {
-        let done = sqlx::query(
+        self.touch_one(
             "UPDATE triggers SET deleted_at = $1, token = NULL WHERE id = $2 AND deleted_at IS NULL",
+            id,
+            "trigger",
         )
-        .bind(now_ms())
-        .bind(id)
-        .execute(&self.inner.write)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!(
-                "trigger `{id}` does not exist"
-            )));
-        }
-        Ok(())
+        .await
     }
 
     /// Schedules whose planned tick is at or before `now` (enabled, not deleted).

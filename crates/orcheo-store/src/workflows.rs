@@ -306,19 +306,12 @@ impl Store {
 
     /// Soft-deletes a workflow: it disappears from listings; its versions and runs remain.
     pub async fn delete_workflow(&self, id: &str) -> Result<(), StoreError> {
-        let done = sqlx::query(
+        self.touch_one(
             "UPDATE workflows SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL",
+            id,
+            "workflow",
         )
-        .bind(now_ms())
-        .bind(id)
-        .execute(&self.inner.write)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!(
-                "workflow `{id}` does not exist"
-            )));
-        }
-        Ok(())
+        .await
     }
 
     /// Adds a version. When the document is unchanged (same content hash as the newest
