@@ -751,20 +751,18 @@ async fn toggle(c: &Client, r: &Remote, id: &str, what: &str) -> Result<u8> {
     Ok(exit::OK)
 }
 
-/// `orcheo run …` against a server.
-#[derive(Subcommand)]
+/// What `orcheo run` does on a server.
 pub enum RunCommand {
     /// Retry a failed run from its last checkpoint (finished nodes are not run again).
     Retry {
         /// Run id.
         id: String,
         /// Wait for it and print the outcome.
-        #[arg(long)]
         wait: bool,
     },
 }
 
-/// Runs an `orcheo runs` command.
+/// Runs `orcheo run retry`.
 pub async fn run_cmd(cmd: RunCommand, r: Remote) -> Result<u8> {
     let c = Client::new(&r)?;
     match cmd {

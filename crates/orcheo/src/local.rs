@@ -21,7 +21,8 @@ pub const DEFAULT_CHECKPOINT_DIR: &str = ".orcheo/runs";
 #[derive(Args)]
 pub struct RunArgs {
     /// The workflow file (orcheo.workflow/1 JSON).
-    pub file: PathBuf,
+    #[arg(required = true)]
+    pub file: Option<PathBuf>,
     /// Run input: inline JSON, or @path to a JSON file.
     #[arg(long, short)]
     pub input: Option<String>,
@@ -339,7 +340,11 @@ impl Printer {
 /// `orcheo run`.
 pub async fn run(args: RunArgs) -> Result<u8> {
     let catalog = orcheo_nodes::shared_catalog();
-    let wf = match load(&args.file, &catalog) {
+    let Some(file) = args.file.clone() else {
+        eprintln!("error: name the workflow file to run (or `orcheo run retry RUN_ID` for a server's run)");
+        return Ok(exit::INVALID);
+    };
+    let wf = match load(&file, &catalog) {
         Ok(c) => Arc::new(c),
         Err(code) => return Ok(code),
     };
@@ -465,7 +470,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
             if let Some(store) = &store {
                 if let Ok(Some(latest)) = store.latest(&run_id).await {
                     if !latest.workflow_hash.is_empty() && latest.workflow_hash != wf.hash {
-                        eprintln!("warning: {} changed since run {run_id} started; continuing with the current file", args.file.display());
+                        eprintln!("warning: {} changed since run {run_id} started; continuing with the current file", file.display());
                     }
                 }
             }
@@ -527,7 +532,7 @@ fn report(args: &RunArgs, o: &RunOutcome) -> u8 {
             if !args.json {
                 eprintln!(
                     "resume with: orcheo run {} --resume {} --resume-value '<json>'",
-                    args.file.display(),
+                    args.file.as_deref().unwrap_or(Path::new("FILE")).display(),
                     o.run_id
                 );
             }

@@ -37,10 +37,32 @@ struct Cli {
     command: Command,
 }
 
+/// `orcheo run …` subcommands that act on a server's runs.
+#[derive(Subcommand)]
+enum RunOnServer {
+    /// Retry a failed run on a server from its last checkpoint.
+    Retry {
+        /// Run id.
+        id: String,
+        /// Wait for it and print the outcome.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run a workflow file locally, streaming its events.
-    Run(local::RunArgs),
+    /// Run a workflow file locally, streaming its events (`orcheo run retry ID` retries a
+    /// failed run on a server).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Run {
+        #[command(subcommand)]
+        server: Option<RunOnServer>,
+        #[command(flatten)]
+        args: local::RunArgs,
+    },
     /// Check workflow files and print every problem found.
     Validate(local::ValidateArgs),
     /// Print the JSON Schema of the workflow document.
@@ -70,13 +92,6 @@ enum Command {
     Trigger {
         #[command(subcommand)]
         command: client::TriggerCommand,
-        #[command(flatten)]
-        remote: client::Remote,
-    },
-    /// Act on runs on a server: retry.
-    Runs {
-        #[command(subcommand)]
-        command: client::RunCommand,
         #[command(flatten)]
         remote: client::Remote,
     },
@@ -146,17 +161,17 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Trigger { command, remote } => {
             runtime()?.block_on(client::trigger(command, remote))
         }
-        Command::Runs { command, remote } => runtime()?.block_on(client::run_cmd(command, remote)),
         Command::RunStatus { run_id, remote } => {
             runtime()?.block_on(client::run_status(run_id, remote))
         }
-        Command::Run(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            rt.block_on(local::run(args))
-        }
+        Command::Run {
+            server: Some(RunOnServer::Retry { id, wait, remote }),
+            ..
+        } => runtime()?.block_on(client::run_cmd(
+            client::RunCommand::Retry { id, wait },
+            remote,
+        )),
+        Command::Run { server: None, args } => runtime()?.block_on(local::run(args)),
         Command::Validate(args) => local::validate(args),
         Command::Schema => {
             out(&serde_json::to_string_pretty(

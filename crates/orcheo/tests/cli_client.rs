@@ -358,7 +358,7 @@ fn trigger_and_retry_commands() {
         .expect("id")
         .trim()
         .to_string();
-    let (code, out, err) = cli(&s, key, &["runs", "retry", &run_id, "--wait"]);
+    let (code, out, err) = cli(&s, key, &["run", "retry", &run_id, "--wait"]);
     assert_eq!(code, 1, "it fails again: {out}{err}");
     assert!(out.contains("failed"), "{out}");
     let (_, out, _) = cli(&s, key, &["run-status", &run_id, "--json"]);
