@@ -112,6 +112,9 @@ pub struct RunOptions {
     /// With a resume value: answer only this interrupt; the run's other interrupts keep
     /// waiting. Without it a value answers every pending interrupt.
     pub resume_at: Option<ResumeTarget>,
+    /// Debug mode: every node execution also emits `node_input` with its rendered config and
+    /// the state it saw.
+    pub debug: bool,
     depth: usize,
 }
 
@@ -314,6 +317,8 @@ impl Prior {
 
 /// One run in this process.
 struct Run {
+    /// Emit `node_input` events.
+    debug: bool,
     wf: Arc<CompiledWorkflow>,
     run_id: Arc<str>,
     input: Arc<Value>,
@@ -672,8 +677,10 @@ impl Engine {
             engine: self.clone(),
             wf: wf.clone(),
             depth: opts.depth,
+            debug: opts.debug,
         });
         Run {
+            debug: opts.debug,
             wf: wf.clone(),
             run_id,
             input,
@@ -1588,6 +1595,16 @@ impl Engine {
                     format!("node `{}`: config field `{path}`: {}", node.id, e.message),
                 )),
                 Ok(config) => {
+                    if run.debug {
+                        run.emitter.emit_with(|| EventKind::NodeInput {
+                            node: node.id.clone(),
+                            step,
+                            attempt,
+                            index,
+                            config: config.clone(),
+                            state: (*run.state).clone(),
+                        });
+                    }
                     let ctx = NodeContext {
                         run_id: run.run_id.clone(),
                         node_id: node.id.clone(),
@@ -1843,6 +1860,8 @@ struct EngineRuntime {
     engine: Engine,
     wf: Arc<CompiledWorkflow>,
     depth: usize,
+    /// Child runs inherit debug mode.
+    debug: bool,
 }
 
 impl EngineRuntime {
@@ -1947,6 +1966,7 @@ impl Runtime for EngineRuntime {
                 node: ctx.node_id.to_string(),
             }),
             resume_at: None,
+            debug: self.debug,
             depth: self.depth + 1,
         };
         let engine = &self.engine;

@@ -107,6 +107,22 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         data: Option<Value>,
     },
+    /// Debug mode: what a node execution received (rendered config, state).
+    NodeInput {
+        /// The node.
+        node: Arc<str>,
+        /// Superstep.
+        step: u32,
+        /// Attempt, from 1.
+        attempt: u32,
+        /// Map item index.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<usize>,
+        /// The config after templates were rendered.
+        config: Value,
+        /// The state the node saw.
+        state: Value,
+    },
     /// A node finished.
     NodeCompleted {
         /// Node id.
@@ -203,6 +219,7 @@ impl EventKind {
             EventKind::StepStarted { .. } => "step_started",
             EventKind::NodeStarted { .. } => "node_started",
             EventKind::NodeLog { .. } => "node_log",
+            EventKind::NodeInput { .. } => "node_input",
             EventKind::NodeCompleted { .. } => "node_completed",
             EventKind::NodeFailed { .. } => "node_failed",
             EventKind::CheckpointSaved { .. } => "checkpoint_saved",

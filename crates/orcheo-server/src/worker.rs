@@ -241,6 +241,7 @@ impl Worker {
         };
         let mut opts = RunOptions::with_id(run.id.clone());
         opts.cancel = cancel;
+        opts.debug = run.origin.get("debug").and_then(Value::as_bool) == Some(true);
         let latest = match if fresh {
             Ok(None)
         } else {

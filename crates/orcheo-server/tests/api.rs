@@ -16,7 +16,39 @@ both!(
     sub_workflows_by_id_come_from_the_store,
     one_of_two_interrupts_resumed_at_a_time,
     batches_and_dead_letters,
+    debug_mode_records_node_inputs,
 );
+
+async fn debug_mode_records_node_inputs(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.push("chain", chain(2)).await;
+    let v = s
+        .ok(
+            "POST",
+            "/api/runs",
+            Some(json!({"workflow_id": "chain", "input": {"x": 7}, "debug": true})),
+        )
+        .await;
+    let run = v["id"].as_str().expect("id").to_string();
+    assert_eq!(v["origin"]["debug"], true);
+    s.wait_for(&run, &["completed"]).await;
+    let evs = s.events(&run).await;
+    let inputs: Vec<&Value> = evs.iter().filter(|e| e["type"] == "node_input").collect();
+    assert_eq!(inputs.len(), 2, "one per node execution");
+    assert_eq!(inputs[0]["node"], "s0");
+    assert_eq!(inputs[0]["config"], json!({"values": {"v0": 0}}));
+    assert_eq!(inputs[1]["state"]["v0"], 0, "the state the second node saw");
+    assert_eq!(inputs[1]["state"]["x"], 7);
+    // Without debug there are none.
+    let plain = s.start_run("chain", json!({})).await;
+    s.wait_for(&plain, &["completed"]).await;
+    assert!(!s
+        .events(&plain)
+        .await
+        .iter()
+        .any(|e| e["type"] == "node_input"));
+    s.stop().await;
+}
 
 async fn batches_and_dead_letters(b: Backend) {
     let s = TestServer::start(b).await;

@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// Keep no checkpoints (the run cannot be resumed).
     #[arg(long, conflicts_with = "resume")]
     pub no_checkpoint: bool,
+    /// Debug mode: also record each node's rendered config and the state it saw
+    /// (`node_input` events; shown with --json).
+    #[arg(long)]
+    pub debug: bool,
     /// Use this run id instead of a generated one.
     #[arg(long)]
     pub run_id: Option<String>,
@@ -232,6 +236,9 @@ impl Printer {
                 self.line(&mut out, format!("▶ run {} · {workflow}{how}", e.run_id));
             }
             EventKind::StepStarted { step, .. } => self.step = *step,
+            EventKind::NodeInput { node, config, .. } => {
+                self.line(&mut out, format!("  ⋯ {node} config {}", trunc(config)));
+            }
             EventKind::NodeStarted { node, index, .. } => {
                 if index.is_none() {
                     self.running.push(node.to_string());
@@ -439,6 +446,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     let mut opts = RunOptions::default();
     opts.run_id = args.run_id.clone();
     opts.cancel = cancel;
+    opts.debug = args.debug;
     if let Some(spec) = &args.resume_node {
         let (node, index) = match spec.strip_suffix(']').and_then(|s| s.split_once('[')) {
             Some((n, i)) => match i.parse::<usize>() {

@@ -29,6 +29,10 @@ pub struct CreateRun {
     /// The run input (default `{}`).
     #[schema(value_type = Option<Object>)]
     pub input: Option<Value>,
+    /// Debug mode: every node execution also records its rendered config and the state it
+    /// saw (`node_input` events).
+    #[serde(default)]
+    pub debug: bool,
 }
 
 /// Listing filters.
@@ -192,7 +196,11 @@ pub async fn create_run(
                 workflow_id: body.workflow_id.clone(),
                 version,
                 input,
-                origin: json!({"kind": "manual"}),
+                origin: if body.debug {
+                    json!({"kind": "manual", "debug": true})
+                } else {
+                    json!({"kind": "manual"})
+                },
                 idempotency_key: key,
                 created_by: actor.clone(),
             },
