@@ -13,8 +13,42 @@ both!(
     other_schemes_dedup_and_limits,
     rate_limit_answers_429,
     wait_mode_answers_with_a_node_output,
-    sustained_load_loses_nothing
+    sustained_load_loses_nothing,
+    multipart_bodies_reach_the_run
 );
+
+async fn multipart_bodies_reach_the_run(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.push("hooked", chain(1)).await;
+    let h = s
+        .ok(
+            "POST",
+            "/api/triggers/webhook",
+            Some(json!({"workflow_id": "hooked"})),
+        )
+        .await;
+    let body = "--b0undary\r\nContent-Disposition: form-data; name=\"order\"\r\n\r\nA-9\r\n--b0undary\r\nContent-Disposition: form-data; name=\"invoice\"; filename=\"inv.pdf\"\r\nContent-Type: application/pdf\r\n\r\n%PDF-1.7\r\n--b0undary--\r\n";
+    let res = s
+        .http
+        .post(h["url"].as_str().expect("url"))
+        .header("content-type", "multipart/form-data; boundary=b0undary")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status().as_u16(), 202);
+    let v: Value = res.json().await.expect("json");
+    let run = s
+        .wait_for(v["run_id"].as_str().expect("id"), &["completed"])
+        .await;
+    assert_eq!(run["input"]["body"]["order"], "A-9");
+    assert_eq!(run["input"]["body"]["invoice"]["filename"], "inv.pdf");
+    assert_eq!(
+        run["input"]["body"]["invoice"]["content_type"],
+        "application/pdf"
+    );
+    s.stop().await;
+}
 
 /// 400 signed webhooks from 8 concurrent senders: every accepted request becomes exactly one
 /// run; with a budget, the rest get 429 and make no run. Bounded in count, not timed.

@@ -445,7 +445,11 @@ async fn accept(
     let content_type = header("content-type")
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let parsed = parse_body(&content_type, body)?;
+    let parsed = if content_type.starts_with("multipart/form-data") {
+        parse_multipart(&content_type, body.clone()).await?
+    } else {
+        parse_body(&content_type, body)?
+    };
     // Slack checks a new URL with a signed challenge; answer it without starting a run.
     if matches!(cfg.signature, Some(Scheme::Slack))
         && parsed.get("type") == Some(&json!("url_verification"))
@@ -668,6 +672,50 @@ fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
     }
 }
 
+/// `multipart/form-data` → `{field: "text", upload: {"filename", "content_type", "size",
+/// "base64"}}` (repeated names become lists).
+async fn parse_multipart(content_type: &str, body: Bytes) -> ApiResult<Value> {
+    let boundary = multer::parse_boundary(content_type).map_err(|e| {
+        ApiError::bad_request(format!("the multipart body has no usable boundary: {e}"))
+    })?;
+    let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
+    let mut mp = multer::Multipart::new(stream, boundary);
+    let mut out = Map::new();
+    loop {
+        let field = mp
+            .next_field()
+            .await
+            .map_err(|e| ApiError::bad_request(format!("the multipart body is malformed: {e}")))?;
+        let Some(field) = field else { break };
+        let name = field.name().unwrap_or("").to_string();
+        let file_name = field.file_name().map(String::from);
+        let ctype = field.content_type().map(|m| m.to_string());
+        let data = field.bytes().await.map_err(|e| {
+            ApiError::bad_request(format!("multipart field `{name}` is malformed: {e}"))
+        })?;
+        let value = match (&file_name, std::str::from_utf8(&data)) {
+            (None, Ok(text)) => Value::String(text.to_string()),
+            _ => json!({
+                "filename": file_name,
+                "content_type": ctype,
+                "size": data.len(),
+                "base64": base64::engine::general_purpose::STANDARD.encode(&data),
+            }),
+        };
+        match out.get_mut(&name) {
+            Some(Value::Array(a)) => a.push(value),
+            Some(old) => {
+                let first = old.take();
+                *old = Value::Array(vec![first, value]);
+            }
+            None => {
+                out.insert(name, value);
+            }
+        }
+    }
+    Ok(Value::Object(out))
+}
+
 /// `a=1&b=x+y` → `{"a": "1", "b": "x y"}` (repeated keys become lists).
 fn form_pairs(raw: &[u8]) -> Map<String, Value> {
     let mut out = Map::new();
@@ -734,5 +782,22 @@ mod tests {
             json!({"base64": "AJ8="})
         );
         assert_eq!(parse_body("", b"").expect("empty"), Value::Null);
+    }
+
+    #[tokio::test]
+    async fn multipart_fields_and_files() {
+        let body = "--XyZ\r\nContent-Disposition: form-data; name=\"order\"\r\n\r\nA-1\r\n\
+                    --XyZ\r\nContent-Disposition: form-data; name=\"doc\"; filename=\"a.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n\x01\x02\r\n\
+                    --XyZ--\r\n";
+        let v = parse_multipart("multipart/form-data; boundary=XyZ", Bytes::from(body))
+            .await
+            .expect("multipart");
+        assert_eq!(v["order"], "A-1");
+        assert_eq!(v["doc"]["filename"], "a.bin");
+        assert_eq!(v["doc"]["size"], 2);
+        assert_eq!(v["doc"]["base64"], "AQI=");
+        assert!(parse_multipart("multipart/form-data", Bytes::from("x"))
+            .await
+            .is_err());
     }
 }
