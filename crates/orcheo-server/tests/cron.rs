@@ -13,8 +13,75 @@ use std::time::Duration;
 both!(
     every_second_fires_each_tick_once,
     overlap_skip_does_not_pile_up,
-    overlap_queue_one_and_cancel_previous
+    overlap_queue_one_and_cancel_previous,
+    schedules_declared_in_documents_follow_versions
 );
+
+async fn schedules_declared_in_documents_follow_versions(b: Backend) {
+    let s = TestServer::start(b).await;
+    let mut doc = example("nightly-sales-report");
+    s.push("nightly", doc.clone()).await;
+    let list = s.ok("GET", "/api/triggers?workflow_id=nightly", None).await;
+    let mut ids: Vec<(String, bool)> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap_or("").to_string(),
+                t["enabled"] == json!(true),
+            )
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        vec![
+            ("nightly:every-morning".to_string(), true),
+            ("nightly:month-end".to_string(), false)
+        ]
+    );
+    let next = s
+        .ok(
+            "GET",
+            "/api/triggers/nightly:every-morning/next?count=1",
+            None,
+        )
+        .await;
+    let t: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(next["next"][0].clone()).expect("time");
+    let local = t.with_timezone(&chrono_tz::Europe::Berlin);
+    assert_eq!(local.format("%H:%M").to_string(), "06:00");
+    // A new version without month-end and with another time: updated and removed.
+    doc["triggers"] = json!([{"id": "every-morning", "type": "cron", "config": {"expression": "30 5 * * *", "timezone": "Europe/Berlin", "input": {"sales": []}}}]);
+    s.ok(
+        "POST",
+        "/api/workflows/nightly/versions",
+        Some(json!({"document": doc})),
+    )
+    .await;
+    let list = s.ok("GET", "/api/triggers?workflow_id=nightly", None).await;
+    let items = list.as_array().expect("list");
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["config"]["expression"], "30 5 * * *");
+    // A bad schedule in a document is refused, and no version is made.
+    doc["triggers"][0]["config"]["expression"] = json!("99 * * * *");
+    let (st, p) = s
+        .call(
+            "POST",
+            "/api/workflows/nightly/versions",
+            Some(json!({"document": doc})),
+        )
+        .await;
+    assert_eq!(st, 422, "{p}");
+    assert!(
+        p["detail"].as_str().unwrap_or("").contains("every-morning"),
+        "{p}"
+    );
+    let w = s.ok("GET", "/api/workflows/nightly", None).await;
+    assert_eq!(w["latest_version"], 2);
+    s.stop().await;
+}
 
 async fn overlap_queue_one_and_cancel_previous(b: Backend) {
     let s = TestServer::start(b).await;

@@ -169,6 +169,28 @@ impl Store {
         self.get_trigger(id).await
     }
 
+    /// Replaces a trigger's settings, enabled flag and planned tick (document-declared
+    /// triggers follow their workflow's newest version).
+    pub async fn update_trigger(
+        &self,
+        id: &str,
+        config: &Value,
+        enabled: bool,
+        next_at: Option<DateTime<Utc>>,
+    ) -> Result<TriggerRecord, StoreError> {
+        sqlx::query(
+            "UPDATE triggers SET config = $1, enabled = $2, next_at = $3, updated_at = $4 WHERE id = $5 AND deleted_at IS NULL",
+        )
+        .bind(config.to_string())
+        .bind(i64::from(enabled))
+        .bind(next_at.map(|d| d.timestamp_millis()))
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.inner.write)
+        .await?;
+        self.get_trigger(id).await
+    }
+
     /// Deletes a trigger; its URL stops working at once.
     pub async fn delete_trigger(&self, id: &str) -> Result<(), StoreError> {
         self.touch_one(

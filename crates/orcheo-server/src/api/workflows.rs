@@ -175,6 +175,7 @@ async fn add_checked_version(
     rename: bool,
 ) -> ApiResult<(VersionRecord, bool, Vec<validate::Problem>)> {
     let (doc, warnings) = check_document(st, doc)?;
+    crate::triggers::cron::declared(&doc)?;
     let (v, created) = st
         .store
         .add_version(
@@ -188,6 +189,9 @@ async fn add_checked_version(
             rename.then_some(doc.name.as_str()),
         )
         .await?;
+    if created {
+        crate::triggers::cron::sync_declared(st, id, &doc, actor).await?;
+    }
     Ok((v, created, warnings))
 }
 
@@ -272,6 +276,7 @@ pub async fn create_workflow(
     ApiJson(body): ApiJson<CreateWorkflow>,
 ) -> ApiResult<(StatusCode, Json<WorkflowDetail>)> {
     let (doc, warnings) = check_document(&st, &body.document)?;
+    crate::triggers::cron::declared(&doc)?;
     let id = match body.id {
         Some(id) => {
             check_id(&id)?;
@@ -296,6 +301,7 @@ pub async fn create_workflow(
             },
         })
         .await?;
+    crate::triggers::cron::sync_declared(&st, &wf.id, &doc, &p.actor()).await?;
     st.store
         .audit(
             &p.actor(),

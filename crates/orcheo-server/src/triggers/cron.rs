@@ -280,3 +280,105 @@ async fn fire_once(
     }
     Ok(())
 }
+
+/// The cron triggers a workflow document declares, checked: `(trigger id, settings, enabled)`.
+pub fn declared(doc: &orcheo_core::Workflow) -> Result<Vec<(String, CronConfig, bool)>, ApiError> {
+    let mut out = Vec::new();
+    for (i, t) in doc.triggers.iter().enumerate() {
+        if t.trigger_type != orcheo_core::document::TriggerType::Cron {
+            continue;
+        }
+        let cfg: CronConfig =
+            serde_json::from_value(Value::Object(t.config.clone())).map_err(|e| {
+                ApiError::invalid(
+                    format!("trigger `{}` (/triggers/{i}/config): {e}", t.id),
+                    None,
+                )
+            })?;
+        Schedule::parse(&cfg.expression, &cfg.timezone, cfg.start_at, cfg.end_at).map_err(|e| {
+            ApiError::invalid(
+                format!("trigger `{}` (/triggers/{i}/config): {e}", t.id),
+                None,
+            )
+        })?;
+        out.push((t.id.clone(), cfg, t.enabled.unwrap_or(true)));
+    }
+    Ok(out)
+}
+
+/// Makes the stored schedules of workflow `wf` match what its newest document declares
+/// (ids `<workflow>:<trigger id>`): new ones are created, changed ones updated, removed ones
+/// deleted. Schedules made through the API are left alone.
+pub async fn sync_declared(
+    st: &AppState,
+    wf: &str,
+    doc: &orcheo_core::Workflow,
+    actor: &str,
+) -> ApiResult<()> {
+    let wanted = declared(doc)?;
+    let prefix = format!("{wf}:");
+    let existing: Vec<TriggerRecord> = st
+        .store
+        .list_triggers(Some(wf))
+        .await?
+        .into_iter()
+        .filter(|t| t.kind == "cron" && t.id.starts_with(&prefix))
+        .collect();
+    let now = Utc::now();
+    for (tid, cfg, enabled) in &wanted {
+        let id = format!("{prefix}{tid}");
+        let config = serde_json::to_value(cfg).map_err(ApiError::internal)?;
+        let next = Schedule::parse(&cfg.expression, &cfg.timezone, cfg.start_at, cfg.end_at)
+            .map_err(|e| ApiError::invalid(e, None))?
+            .next_after(now);
+        match existing.iter().find(|t| t.id == id) {
+            Some(t) if t.config == config && t.enabled == *enabled => {}
+            Some(_) => {
+                st.store
+                    .update_trigger(&id, &config, *enabled, next)
+                    .await?;
+                st.store
+                    .audit(actor, "trigger.update", &id, json!({"from": "document"}))
+                    .await?;
+            }
+            None => {
+                st.store
+                    .create_trigger(NewTrigger {
+                        id: id.clone(),
+                        workflow_id: wf.to_string(),
+                        version: None,
+                        kind: "cron".into(),
+                        config,
+                        secret: None,
+                        token: None,
+                        created_by: actor.to_string(),
+                        next_at: next,
+                    })
+                    .await?;
+                if !enabled {
+                    st.store.set_trigger_enabled(&id, false).await?;
+                }
+                st.store
+                    .audit(
+                        actor,
+                        "trigger.create",
+                        &id,
+                        json!({"from": "document", "kind": "cron"}),
+                    )
+                    .await?;
+            }
+        }
+    }
+    for t in existing {
+        if !wanted
+            .iter()
+            .any(|(tid, _, _)| format!("{prefix}{tid}") == t.id)
+        {
+            st.store.delete_trigger(&t.id).await?;
+            st.store
+                .audit(actor, "trigger.delete", &t.id, json!({"from": "document"}))
+                .await?;
+        }
+    }
+    Ok(())
+}
