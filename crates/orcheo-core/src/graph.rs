@@ -385,8 +385,9 @@ fn internal(path: String, e: impl std::fmt::Display) -> Problem {
     }
 }
 
-/// A stable content hash of a document (FNV-1a over canonical JSON with sorted keys).
-pub fn content_hash(doc: &Workflow) -> String {
+/// A document's canonical text: its JSON with object keys sorted, so equal documents give equal
+/// text whatever their key order. Content hashes (here and in the server) are taken over it.
+pub fn canonical_text(doc: &Workflow) -> String {
     fn canon(v: &Value, out: &mut String) {
         match v {
             Value::Object(m) => {
@@ -414,8 +415,13 @@ pub fn content_hash(doc: &Workflow) -> String {
     }
     let mut s = String::new();
     canon(&doc.to_value(), &mut s);
+    s
+}
+
+/// A stable content hash of a document (FNV-1a over [`canonical_text`]).
+pub fn content_hash(doc: &Workflow) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
-    for b in s.bytes() {
+    for b in canonical_text(doc).bytes() {
         h ^= b as u64;
         h = h.wrapping_mul(0x100000001b3);
     }

@@ -122,6 +122,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(m) => ApiError::not_found(m),
             StoreError::Conflict(m) => ApiError::conflict(m),
+            StoreError::Invalid(m) => ApiError::bad_request(m),
             StoreError::Refused(m) => ApiError::conflict(m),
             other => ApiError::internal(other),
         }

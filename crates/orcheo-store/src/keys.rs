@@ -160,7 +160,7 @@ pub fn random_token(n: usize) -> Result<String, StoreError> {
 /// the right one: there is nothing to brute-force.
 pub fn hash_secret(secret: &str) -> String {
     let d = Sha256::digest(secret.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex(&d)
 }
 
 /// The prefix of a key of the form `ok_<prefix>_<secret>`.
@@ -188,13 +188,10 @@ fn key_row(r: &AnyRow) -> Result<(ApiKeyRecord, String), StoreError> {
     ))
 }
 
-/// Constant-time comparison of two strings of hex digits.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+/// Compares two byte strings in time that depends only on their length (secrets, hashes,
+/// signatures).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Store {
@@ -206,7 +203,7 @@ impl Store {
         created_by: &str,
     ) -> Result<NewApiKey, StoreError> {
         if scopes.is_empty() {
-            return Err(StoreError::Conflict(
+            return Err(StoreError::Invalid(
                 "an API key needs at least one scope".into(),
             ));
         }
@@ -254,7 +251,9 @@ impl Store {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let (rec, hash) = key_row(&row)?;
-        if rec.revoked_at.is_some() || !same(&hash, &hash_secret(key)) {
+        if rec.revoked_at.is_some()
+            || !constant_time_eq(hash.as_bytes(), hash_secret(key).as_bytes())
+        {
             return Ok(None);
         }
         Ok(Some(rec))

@@ -13,7 +13,8 @@ mod workflows;
 mod writer;
 
 pub use keys::{
-    hash_secret, key_prefix, random_token, ApiKeyRecord, AuditEntry, NewApiKey, Scope, ALL_SCOPES,
+    constant_time_eq, hash_secret, key_prefix, random_token, ApiKeyRecord, AuditEntry, NewApiKey,
+    Scope, ALL_SCOPES,
 };
 pub use runs::{
     CancelOutcome, LeasedRun, NewRun, RunFilter, RunFinish, RunRecord, RunStorage, StoredEvent,
@@ -64,6 +65,9 @@ pub enum StoreError {
     /// The change conflicts with what is stored.
     #[error("{0}")]
     Conflict(String),
+    /// The caller passed something unusable (a cursor that is not one of ours).
+    #[error("{0}")]
+    Invalid(String),
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -423,26 +427,38 @@ pub(crate) fn opt_json_col(
         .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
 }
 
+/// Lowercase hexadecimal of bytes (hashes, signatures, cursors).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes from hexadecimal; None for anything else (odd length, other characters).
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// A keyset cursor: the sort key and id of the last item of a page, opaque to clients.
 pub(crate) fn encode_cursor(key: i64, id: &str) -> String {
-    let raw = format!("{key}|{id}");
-    raw.bytes().map(|b| format!("{b:02x}")).collect()
+    hex(format!("{key}|{id}").as_bytes())
 }
 
 pub(crate) fn decode_cursor(cursor: &str) -> Result<(i64, String), StoreError> {
     let bad = || {
-        StoreError::Conflict(format!(
+        StoreError::Invalid(format!(
             "invalid cursor `{cursor}`: pass the next_cursor of a previous page unchanged"
         ))
     };
-    if !cursor.len().is_multiple_of(2) || cursor.len() > 512 {
+    if cursor.len() > 512 {
         return Err(bad());
     }
-    let bytes: Vec<u8> = (0..cursor.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&cursor[i..i + 2], 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad())?;
+    let bytes = unhex(cursor).ok_or_else(bad)?;
     let s = String::from_utf8(bytes).map_err(|_| bad())?;
     let (k, id) = s.split_once('|').ok_or_else(bad)?;
     Ok((k.parse().map_err(|_| bad())?, id.to_string()))

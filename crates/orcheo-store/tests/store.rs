@@ -384,7 +384,17 @@ async fn runs_queue_lease_and_fence(b: Backend) {
                 ..Default::default()
             })
             .await,
-        Err(StoreError::Conflict(_))
+        Err(StoreError::Invalid(_))
+    ));
+    // A non-ASCII cursor is refused too, not a panic on a character boundary.
+    assert!(matches!(
+        store
+            .list_runs(&RunFilter {
+                cursor: Some("ééé".into()),
+                ..Default::default()
+            })
+            .await,
+        Err(StoreError::Invalid(_))
     ));
 
     // Waiting → resume queues it again with the value.

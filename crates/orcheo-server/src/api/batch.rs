@@ -277,15 +277,7 @@ pub async fn dead_letters(
     State(st): State<AppState>,
     ApiQuery(q): ApiQuery<DeadQuery>,
 ) -> ApiResult<Json<DeadLetters>> {
-    let since = q
-        .since
-        .as_deref()
-        .map(|t| {
-            chrono::DateTime::parse_from_rfc3339(t)
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .map_err(|e| ApiError::bad_request(format!("`since` must be RFC 3339: {e}")))
-        })
-        .transpose()?;
+    let since = super::runs::parse_time(&q.since, "since")?;
     let page = st
         .store
         .list_runs(&RunFilter {
@@ -296,11 +288,7 @@ pub async fn dead_letters(
             cursor: q.cursor,
             limit: q.limit,
         })
-        .await
-        .map_err(|e| match e {
-            orcheo_store::StoreError::Conflict(m) => ApiError::bad_request(m),
-            other => other.into(),
-        })?;
+        .await?;
     let mut items = Vec::with_capacity(page.items.len());
     for run in page.items {
         let last_checkpoint = st.store.list_checkpoints(&run.id).await?.pop();

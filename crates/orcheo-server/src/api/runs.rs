@@ -108,7 +108,10 @@ pub struct CancelResponse {
     pub result: String,
 }
 
-fn parse_time(s: &Option<String>, what: &str) -> ApiResult<Option<chrono::DateTime<chrono::Utc>>> {
+pub(crate) fn parse_time(
+    s: &Option<String>,
+    what: &str,
+) -> ApiResult<Option<chrono::DateTime<chrono::Utc>>> {
     s.as_deref()
         .map(|t| {
             chrono::DateTime::parse_from_rfc3339(t)
@@ -254,11 +257,7 @@ pub async fn list_runs(
             cursor: q.cursor,
             limit: q.limit,
         })
-        .await
-        .map_err(|e| match e {
-            orcheo_store::StoreError::Conflict(m) => ApiError::bad_request(m),
-            other => other.into(),
-        })?;
+        .await?;
     Ok(Json(page))
 }
 

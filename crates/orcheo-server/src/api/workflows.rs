@@ -195,28 +195,10 @@ async fn add_checked_version(
     Ok((v, created, warnings))
 }
 
-/// SHA-256 of the document's canonical JSON (keys sorted), so equal documents hash equally.
+/// SHA-256 of the document's canonical text (keys sorted), so equal documents hash equally.
 pub(crate) fn content_hash(doc: &Workflow) -> String {
-    fn canon(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                Value::Object(
-                    keys.into_iter()
-                        .map(|k| (k.clone(), canon(&m[k])))
-                        .collect(),
-                )
-            }
-            Value::Array(a) => Value::Array(a.iter().map(canon).collect()),
-            other => other.clone(),
-        }
-    }
-    let text = canon(&doc.to_value()).to_string();
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let text = orcheo_core::graph::canonical_text(doc);
+    orcheo_store::hex(&Sha256::digest(text.as_bytes()))
 }
 
 fn check_id(id: &str) -> ApiResult<()> {
@@ -252,16 +234,8 @@ pub async fn list_workflows(
                 cursor: q.cursor,
                 limit: q.limit,
             })
-            .await
-            .map_err(cursor_error)?,
+            .await?,
     ))
-}
-
-fn cursor_error(e: orcheo_store::StoreError) -> ApiError {
-    match e {
-        orcheo_store::StoreError::Conflict(m) => ApiError::bad_request(m),
-        other => other.into(),
-    }
 }
 
 /// Creates a workflow from a valid document; it becomes version 1.
@@ -445,8 +419,7 @@ pub async fn list_versions(
     Ok(Json(
         st.store
             .list_versions(&id, q.cursor.as_deref(), q.limit)
-            .await
-            .map_err(cursor_error)?,
+            .await?,
     ))
 }
 

@@ -99,7 +99,7 @@ pub fn verify(
                     header: "x-hub-signature-256",
                     why: "expected `sha256=<hex digest>`".into(),
                 })?;
-            let want = decode_hex(hex).ok_or(SignatureError::Malformed {
+            let want = orcheo_store::unhex(hex).ok_or(SignatureError::Malformed {
                 header: "x-hub-signature-256",
                 why: "the digest is not hexadecimal".into(),
             })?;
@@ -116,7 +116,7 @@ pub fn verify(
                 match part.trim().split_once('=') {
                     Some(("t", v)) => t = v.trim().parse::<i64>().ok(),
                     Some(("v1", v)) => {
-                        if let Some(s) = decode_hex(v.trim()) {
+                        if let Some(s) = orcheo_store::unhex(v.trim()) {
                             sigs.push(s)
                         }
                     }
@@ -156,7 +156,7 @@ pub fn verify(
                 header: "x-slack-signature",
                 why: "expected `v0=<hex digest>`".into(),
             })?;
-            let want = decode_hex(hex).ok_or(SignatureError::Malformed {
+            let want = orcheo_store::unhex(hex).ok_or(SignatureError::Malformed {
                 header: "x-slack-signature",
                 why: "the digest is not hexadecimal".into(),
             })?;
@@ -176,7 +176,7 @@ pub fn verify(
                 Sha256::digest(got.as_bytes()),
                 Sha256::digest(secret.as_bytes()),
             );
-            if constant_eq(&a, &b) {
+            if orcheo_store::constant_time_eq(&a, &b) {
                 Ok(Verified { message_id: None })
             } else {
                 Err(SignatureError::Mismatch)
@@ -259,10 +259,7 @@ pub fn standard_sign(
 
 /// HMAC-SHA256 of the concatenated parts, as hex (how GitHub, Stripe and Slack write theirs).
 pub fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> Result<String, SignatureError> {
-    Ok(mac(key, parts)?
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(orcheo_store::hex(&mac(key, parts)?))
 }
 
 /// HMAC-SHA256 of the concatenated parts.
@@ -281,17 +278,13 @@ fn check(key: &[u8], parts: &[&[u8]], wanted: &[Vec<u8>]) -> Result<(), Signatur
     // Check every candidate (no early exit on the first match's position).
     let mut ok = false;
     for w in wanted {
-        ok |= constant_eq(&got, w);
+        ok |= orcheo_store::constant_time_eq(&got, w);
     }
     if ok {
         Ok(())
     } else {
         Err(SignatureError::Mismatch)
     }
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn fresh(t: i64, now: i64, tolerance: i64) -> Result<(), SignatureError> {
@@ -308,17 +301,6 @@ fn fresh(t: i64, now: i64, tolerance: i64) -> Result<(), SignatureError> {
 
 fn need(req: &Request<'_>, name: &'static str) -> Result<String, SignatureError> {
     (req.header)(name).ok_or(SignatureError::Missing(name))
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim();
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -487,7 +487,7 @@ async fn accept(
             hs.insert(k, Value::String(v.to_string()));
         }
     }
-    if let Scheme::SharedSecret { header: h } = cfg.signature.clone().unwrap_or(Scheme::Github) {
+    if let Some(Scheme::SharedSecret { header: h }) = &cfg.signature {
         hs.remove(&h.to_ascii_lowercase());
     }
     let query: Map<String, Value> = uri
