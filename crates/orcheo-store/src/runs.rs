@@ -389,19 +389,18 @@ pub(crate) async fn lease_in(
     max: usize,
     ttl: std::time::Duration,
 ) -> Result<Vec<LeasedRun>, StoreError> {
-    {
-        let now = now_ms();
-        let until = now + ttl.as_millis() as i64;
-        if backend == Backend::Postgres {
-            // One leaser at a time across servers, so concurrency limits hold.
-            sqlx::query("SELECT pg_advisory_xact_lock(72616002)")
-                .execute(&mut **tx)
-                .await?;
-        }
-        let want = (max * 2) as i64;
-        let mut cands: Vec<(String, String, Option<i64>)> = Vec::new();
-        // Runs whose holder died come first: they are older work.
-        for sql in [
+    let now = now_ms();
+    let until = now + ttl.as_millis() as i64;
+    if backend == Backend::Postgres {
+        // One leaser at a time across servers, so concurrency limits hold.
+        sqlx::query("SELECT pg_advisory_xact_lock(72616002)")
+            .execute(&mut **tx)
+            .await?;
+    }
+    let want = (max * 2) as i64;
+    let mut cands: Vec<(String, String, Option<i64>)> = Vec::new();
+    // Runs whose holder died come first: they are older work.
+    for sql in [
             "SELECT r.id, r.workflow_id, w.max_concurrency FROM runs r LEFT JOIN workflows w ON w.id = r.workflow_id WHERE r.status = 'running' AND r.lease_until < $2 ORDER BY r.lease_until, r.id LIMIT $1",
             "SELECT r.id, r.workflow_id, w.max_concurrency FROM runs r LEFT JOIN workflows w ON w.id = r.workflow_id WHERE r.status = 'queued' ORDER BY r.created_at, r.id LIMIT $1",
         ] {
@@ -413,67 +412,66 @@ pub(crate) async fn lease_in(
                 cands.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
             }
         }
-        let mut running: HashMap<String, i64> = HashMap::new();
-        let mut chosen: Vec<String> = Vec::new();
-        for (id, wf, limit) in cands {
-            if chosen.len() >= max {
-                break;
-            }
-            if chosen.contains(&id) {
-                continue;
-            }
-            if let Some(limit) = limit {
-                let n = match running.get(&wf) {
-                    Some(n) => *n,
-                    None => {
-                        let r = sqlx::query(
+    let mut running: HashMap<String, i64> = HashMap::new();
+    let mut chosen: Vec<String> = Vec::new();
+    for (id, wf, limit) in cands {
+        if chosen.len() >= max {
+            break;
+        }
+        if chosen.contains(&id) {
+            continue;
+        }
+        if let Some(limit) = limit {
+            let n = match running.get(&wf) {
+                Some(n) => *n,
+                None => {
+                    let r = sqlx::query(
                             "SELECT COUNT(*) FROM runs WHERE workflow_id = $1 AND status = 'running' AND lease_until >= $2",
                         )
                         .bind(wf.as_str())
                         .bind(now)
                         .fetch_one(&mut **tx)
                         .await?;
-                        r.try_get::<i64, _>(0)?
-                    }
-                };
-                if n >= limit {
-                    running.insert(wf, n);
-                    continue;
+                    r.try_get::<i64, _>(0)?
                 }
-                running.insert(wf, n + 1);
+            };
+            if n >= limit {
+                running.insert(wf, n);
+                continue;
             }
-            chosen.push(id);
+            running.insert(wf, n + 1);
         }
-        let mut leased = Vec::new();
-        if !chosen.is_empty() {
-            // One statement for the whole batch.
-            let (marks, padded) = crate::writer::in_list(4, chosen.len());
-            let mut q = crate::dynamic(format!(
+        chosen.push(id);
+    }
+    let mut leased = Vec::new();
+    if !chosen.is_empty() {
+        // One statement for the whole batch.
+        let (marks, padded) = crate::writer::in_list(4, chosen.len());
+        let mut q = crate::dynamic(format!(
                 "UPDATE runs SET status = 'running', lease_owner = $1, lease_until = $2, lease_epoch = lease_epoch + 1, attempts = attempts + 1, started_at = COALESCE(started_at, $3), updated_at = $3 WHERE id IN ({marks}) AND (status = 'queued' OR (status = 'running' AND lease_until < $3)) RETURNING {RUN_COLS}"
             ))
             .bind(owner)
             .bind(until)
             .bind(now);
-            for i in 0..padded {
-                q = q.bind(chosen[i.min(chosen.len() - 1)].clone());
-            }
-            let mut rows = q
-                .fetch_all(&mut **tx)
-                .await?
-                .iter()
-                .map(run_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            rows.sort_by_key(|r| chosen.iter().position(|c| *c == r.id));
-            leased = rows
-                .into_iter()
-                .map(|run| LeasedRun {
-                    epoch: run.lease_epoch,
-                    run,
-                })
-                .collect();
+        for i in 0..padded {
+            q = q.bind(chosen[i.min(chosen.len() - 1)].clone());
         }
-        Ok(leased)
+        let mut rows = q
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(run_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.sort_by_key(|r| chosen.iter().position(|c| *c == r.id));
+        leased = rows
+            .into_iter()
+            .map(|run| LeasedRun {
+                epoch: run.lease_epoch,
+                run,
+            })
+            .collect();
     }
+    Ok(leased)
 }
 
 impl Store {
