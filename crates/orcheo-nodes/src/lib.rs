@@ -5,6 +5,7 @@ mod core_nodes;
 pub mod docs;
 mod files;
 mod flow;
+pub mod net;
 
 use orcheo_core::node::Catalog;
 use std::sync::Arc;

@@ -29,6 +29,10 @@ pub struct Config {
     pub shutdown_grace_secs: f64,
     /// The URL people open (for the login link); derived from bind and port when unset.
     pub public_url: Option<String>,
+    /// Internal addresses outbound requests (polling triggers, HTTP nodes) may reach: IPs or
+    /// CIDR ranges, or `*` for all. Empty (the default) blocks private, loopback and
+    /// link-local addresses against server-side request forgery.
+    pub http_allow: Vec<String>,
 }
 
 impl Default for Config {
@@ -44,6 +48,7 @@ impl Default for Config {
             body_limit: 10 * 1024 * 1024,
             shutdown_grace_secs: 10.0,
             public_url: None,
+            http_allow: Vec::new(),
         }
     }
 }
@@ -117,6 +122,13 @@ impl Config {
         if let Some(v) = get("ORCHEO_PUBLIC_URL") {
             self.public_url = Some(v);
         }
+        if let Some(v) = get("ORCHEO_HTTP_ALLOW") {
+            self.http_allow = v
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
         self.check()
     }
 
@@ -134,6 +146,7 @@ impl Config {
         if self.body_limit < 1024 {
             anyhow::bail!("body_limit must be at least 1024 bytes");
         }
+        orcheo_nodes::net::NetPolicy::new(&self.http_allow)?;
         Ok(())
     }
 

@@ -44,6 +44,18 @@ pub struct AppState {
     pub base_url: Arc<str>,
     /// Per-trigger rate limits.
     pub limits: Arc<triggers::ratelimit::RateLimits>,
+    /// The client for outbound requests (polling), guarded against server-side request
+    /// forgery by the configured allowlist.
+    pub http: reqwest::Client,
+}
+
+/// The outbound HTTP client: the SSRF allowlist, at most 10 redirects, rustls, a user agent.
+fn outbound_client(config: &Config) -> anyhow::Result<reqwest::Client> {
+    let policy = orcheo_nodes::net::NetPolicy::new(&config.http_allow)?;
+    let builder = reqwest::Client::builder()
+        .user_agent(concat!("orcheo/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(10));
+    Ok(policy.apply(builder, 10).build()?)
 }
 
 /// Compiled workflow versions by `(workflow id, version)`.
@@ -165,6 +177,7 @@ impl Server {
             shutdown: shutdown.clone(),
             base_url: public_url(&config, addr).into(),
             limits: Arc::default(),
+            http: outbound_client(&config)?,
         };
         let admin_key = if store.count_active_api_keys().await? == 0 {
             let key = store
@@ -190,6 +203,10 @@ impl Server {
             login_url: format!("{}/login?token={token}", public_url(&config, addr)),
         };
         tokio::spawn(triggers::cron::run_scheduler(
+            state.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(triggers::polling::run_poller(
             state.clone(),
             shutdown.clone(),
         ));

@@ -313,6 +313,8 @@ async fn every_route_checks_its_key_and_scope(b: Backend) {
         ("POST", "/hooks/{token}"),
         ("POST", "/api/triggers/cron"),
         ("GET", "/api/triggers/{id}/next"),
+        ("POST", "/api/triggers/polling"),
+        ("POST", "/api/triggers/{id}/poll"),
         ("POST", "/api/runs/batch"),
         ("GET", "/api/dead-letters"),
         ("POST", "/api/dead-letters/redrive"),

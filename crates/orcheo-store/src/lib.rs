@@ -157,6 +157,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "trigger_schedule",
         include_str!("../migrations/sqlite/0004_trigger_schedule.sql"),
     ),
+    (
+        5,
+        "trigger_state",
+        include_str!("../migrations/sqlite/0005_trigger_state.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -178,6 +183,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "trigger_schedule",
         include_str!("../migrations/postgres/0004_trigger_schedule.sql"),
+    ),
+    (
+        5,
+        "trigger_state",
+        include_str!("../migrations/postgres/0005_trigger_state.sql"),
     ),
 ];
 

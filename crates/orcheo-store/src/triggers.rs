@@ -1,4 +1,4 @@
-//! Triggers: webhook endpoints (schedules and polling follow) and webhook replay protection.
+//! Triggers: webhook endpoints, schedules and polling, and webhook replay protection.
 
 use crate::{json_col, now_ms, to_time, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -17,7 +17,7 @@ pub struct TriggerRecord {
     /// A pinned version (none: the newest at each firing).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
-    /// `webhook` (schedules and polling arrive later).
+    /// `webhook`, `cron` or `polling`.
     pub kind: String,
     /// Kind-specific settings.
     #[schema(value_type = Object)]
@@ -38,9 +38,16 @@ pub struct TriggerRecord {
     /// The signing secret, for verification only; never serialised.
     #[serde(skip)]
     pub secret: Option<String>,
-    /// The next planned firing (schedules).
+    /// The next planned firing (schedules) or poll (polling).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_at: Option<DateTime<Utc>>,
+    /// What the last poll saw (polling): status, ETag, Last-Modified, error, counts.
+    #[serde(skip_serializing_if = "Value::is_null")]
+    #[schema(value_type = Option<Object>)]
+    pub state: Value,
+    /// Keys of the items a polling trigger already started runs for, oldest first.
+    #[serde(skip)]
+    pub seen: Vec<String>,
 }
 
 /// What making a trigger needs.
@@ -82,6 +89,16 @@ fn trigger_row(r: &AnyRow) -> Result<TriggerRecord, StoreError> {
         token: r.try_get("token")?,
         secret,
         next_at: crate::opt_time(r.try_get("next_at")?),
+        state: match r.try_get::<Option<String>, _>("state")? {
+            Some(t) => serde_json::from_str(&t)
+                .map_err(|e| StoreError::Corrupt(format!("trigger state: {e}")))?,
+            None => Value::Null,
+        },
+        seen: match r.try_get::<Option<String>, _>("seen")? {
+            Some(t) => serde_json::from_str(&t)
+                .map_err(|e| StoreError::Corrupt(format!("trigger seen keys: {e}")))?,
+            None => Vec::new(),
+        },
     })
 }
 
@@ -201,22 +218,43 @@ impl Store {
         .await
     }
 
-    /// Schedules whose planned tick is at or before `now` (enabled, not deleted).
-    pub async fn due_schedules(
+    /// Triggers of `kind` (`cron` or `polling`) whose planned firing is at or before `now`
+    /// (enabled, not deleted).
+    pub async fn due_triggers(
         &self,
+        kind: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<TriggerRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM triggers WHERE kind = 'cron' AND enabled = 1 AND deleted_at IS NULL AND next_at IS NOT NULL AND next_at <= $1 ORDER BY next_at",
+            "SELECT * FROM triggers WHERE kind = $1 AND enabled = 1 AND deleted_at IS NULL AND next_at IS NOT NULL AND next_at <= $2 ORDER BY next_at",
         )
+        .bind(kind)
         .bind(now.timestamp_millis())
         .fetch_all(&self.inner.read)
         .await?;
         rows.iter().map(trigger_row).collect()
     }
 
-    /// Moves a schedule's planned tick from `old` to `new` if no one else did (compare and
-    /// set): true for the one caller that wins, across servers.
+    /// Saves what a poll saw and the keys it has started runs for.
+    pub async fn save_poll_state(
+        &self,
+        id: &str,
+        state: &Value,
+        seen: &[String],
+    ) -> Result<(), StoreError> {
+        let seen = serde_json::to_string(seen)
+            .map_err(|e| StoreError::Invalid(format!("seen keys: {e}")))?;
+        sqlx::query("UPDATE triggers SET state = $1, seen = $2 WHERE id = $3")
+            .bind(state.to_string())
+            .bind(seen)
+            .bind(id)
+            .execute(&self.inner.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves a schedule's planned tick (or a poller's next poll) from `old` to `new` if no one
+    /// else did (compare and set): true for the one caller that wins, across servers.
     pub async fn advance_schedule(
         &self,
         id: &str,
@@ -243,7 +281,7 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Runs a trigger started that are queued, running or waiting (for overlap policies).
+    /// Runs a schedule started that are queued, running or waiting (for overlap policies).
     pub async fn active_trigger_runs(&self, trigger_id: &str) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
             "SELECT id FROM runs WHERE idempotency_key LIKE $1 AND status IN ('queued', 'running', 'waiting')",

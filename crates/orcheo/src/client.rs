@@ -579,25 +579,13 @@ pub enum TriggerCommand {
         #[arg(long)]
         workflow: Option<String>,
     },
-    /// Make a trigger: `--cron EXPR` (with `--timezone`) or `--webhook` (with `--signature`).
-    Create {
-        /// The workflow it starts.
-        workflow: String,
-        /// A cron expression.
-        #[arg(long, conflicts_with = "webhook")]
-        cron: Option<String>,
-        /// IANA time zone of the cron expression.
-        #[arg(long, default_value = "UTC")]
-        timezone: String,
-        /// Overlap policy of a schedule: skip, queue_one, allow, cancel_previous.
-        #[arg(long)]
-        overlap: Option<String>,
-        /// Make a webhook.
-        #[arg(long)]
-        webhook: bool,
-        /// Webhook signature scheme: standard_webhooks, github, stripe, slack, shared_secret.
-        #[arg(long, requires = "webhook")]
-        signature: Option<String>,
+    /// Make a trigger: `--cron EXPR` (with `--timezone`), `--webhook` (with `--signature`) or
+    /// `--poll URL` (with `--items`, `--key`, `--interval`, `--auth`).
+    Create(Box<CreateTrigger>),
+    /// Poll a polling trigger now and show what it found.
+    Poll {
+        /// Trigger id.
+        id: String,
     },
     /// Stop a trigger from firing.
     Pause {
@@ -619,6 +607,47 @@ pub enum TriggerCommand {
     },
 }
 
+/// What `orcheo trigger create` takes.
+#[derive(clap::Args)]
+pub struct CreateTrigger {
+    /// The workflow it starts.
+    workflow: String,
+    /// A cron expression.
+    #[arg(long, conflicts_with_all = ["webhook", "poll"])]
+    cron: Option<String>,
+    /// IANA time zone of the cron expression.
+    #[arg(long, default_value = "UTC")]
+    timezone: String,
+    /// Overlap policy of a schedule: skip, queue_one, allow, cancel_previous.
+    #[arg(long)]
+    overlap: Option<String>,
+    /// Make a webhook.
+    #[arg(long)]
+    webhook: bool,
+    /// Webhook signature scheme: standard_webhooks, github, stripe, slack, shared_secret.
+    #[arg(long, requires = "webhook")]
+    signature: Option<String>,
+    /// Poll this URL for new items.
+    #[arg(long, conflicts_with = "webhook")]
+    poll: Option<String>,
+    /// jq program picking the items out of a polled response (default: an array's elements).
+    #[arg(long, requires = "poll")]
+    items: Option<String>,
+    /// jq program giving an item's key, e.g. `.id` (default: a hash of the item).
+    #[arg(long, requires = "poll")]
+    key: Option<String>,
+    /// Seconds between polls (default 300).
+    #[arg(long, requires = "poll")]
+    interval: Option<u64>,
+    /// How the secret is sent: bearer, basic:USER, header:NAME or query:NAME. The secret is
+    /// read from standard input (never from the command line).
+    #[arg(long, requires = "poll")]
+    auth: Option<String>,
+    /// Start runs for the items already there at the first poll too.
+    #[arg(long, requires = "poll")]
+    emit_existing: bool,
+}
+
 /// Runs an `orcheo trigger` command.
 pub async fn trigger(cmd: TriggerCommand, r: Remote) -> Result<u8> {
     let c = Client::new(&r)?;
@@ -638,6 +667,11 @@ pub async fn trigger(cmd: TriggerCommand, r: Remote) -> Result<u8> {
                             "{} ({})",
                             t["config"]["expression"].as_str().unwrap_or(""),
                             t["config"]["timezone"].as_str().unwrap_or("UTC")
+                        ),
+                        Some("polling") => format!(
+                            "{} every {}s",
+                            t["config"]["url"].as_str().unwrap_or(""),
+                            t["config"]["interval_secs"]
                         ),
                         _ => t["config"]["methods"]
                             .as_array()
@@ -665,15 +699,50 @@ pub async fn trigger(cmd: TriggerCommand, r: Remote) -> Result<u8> {
             }
             Ok(exit::OK)
         }
-        TriggerCommand::Create {
-            workflow,
-            cron,
-            timezone,
-            overlap,
-            webhook,
-            signature,
-        } => {
+        TriggerCommand::Create(create) => {
+            let CreateTrigger {
+                workflow,
+                cron,
+                timezone,
+                overlap,
+                webhook,
+                signature,
+                poll,
+                items,
+                key,
+                interval,
+                auth,
+                emit_existing,
+            } = *create;
             let (path, body) = match (cron, webhook) {
+                (None, false) if poll.is_some() => {
+                    let mut b = json!({"workflow_id": workflow, "url": poll});
+                    if let Some(i) = items {
+                        b["items"] = Value::String(i);
+                    }
+                    if let Some(k) = key {
+                        b["key"] = Value::String(k);
+                    }
+                    if let Some(n) = interval {
+                        b["interval_secs"] = json!(n);
+                    }
+                    if emit_existing {
+                        b["initial"] = json!("emit");
+                    }
+                    if let Some(a) = auth {
+                        b["auth"] = match a.split_once(':') {
+                            None if a == "bearer" => json!({"type": "bearer"}),
+                            Some(("basic", u)) => json!({"type": "basic", "username": u}),
+                            Some(("header", n)) => json!({"type": "header", "name": n}),
+                            Some(("query", n)) => json!({"type": "query", "name": n}),
+                            _ => bail!(
+                                "--auth must be bearer, basic:USER, header:NAME or query:NAME"
+                            ),
+                        };
+                        b["secret"] = Value::String(read_secret_stdin()?);
+                    }
+                    ("/api/triggers/polling", b)
+                }
                 (Some(expr), _) => {
                     let mut b =
                         json!({"workflow_id": workflow, "expression": expr, "timezone": timezone});
@@ -689,7 +758,9 @@ pub async fn trigger(cmd: TriggerCommand, r: Remote) -> Result<u8> {
                     }
                     ("/api/triggers/webhook", b)
                 }
-                (None, false) => bail!("say what kind of trigger: --cron EXPR or --webhook"),
+                (None, false) => {
+                    bail!("say what kind of trigger: --cron EXPR, --webhook or --poll URL")
+                }
             };
             let (_, v) = c
                 .send(c.req(reqwest::Method::POST, path).json(&body))
@@ -706,6 +777,35 @@ pub async fn trigger(cmd: TriggerCommand, r: Remote) -> Result<u8> {
                 }
                 if let Some(n) = v["next_at"].as_str() {
                     crate::out(&format!("next: {n}"));
+                }
+            }
+            Ok(exit::OK)
+        }
+        TriggerCommand::Poll { id } => {
+            let (_, v) = c
+                .send(c.req(
+                    reqwest::Method::POST,
+                    &format!("/api/triggers/{}/poll", enc(&id)),
+                ))
+                .await?;
+            if r.json {
+                crate::out(&pretty(&v));
+            } else {
+                crate::out(&format!(
+                    "status {}: {} items, {} new, {} runs started{}",
+                    v["status"],
+                    v["items"],
+                    v["new_items"],
+                    v["runs"].as_array().map_or(0, Vec::len),
+                    if v["not_modified"] == json!(true) {
+                        " (not modified)"
+                    } else {
+                        ""
+                    }
+                ));
+                if let Some(e) = v["error"].as_str() {
+                    crate::out(&format!("error: {e}"));
+                    return Ok(exit::FAILED);
                 }
             }
             Ok(exit::OK)
@@ -727,6 +827,21 @@ pub async fn trigger(cmd: TriggerCommand, r: Remote) -> Result<u8> {
             Ok(exit::OK)
         }
     }
+}
+
+/// A secret from standard input: one line, without its line break; refused when empty.
+fn read_secret_stdin() -> Result<String> {
+    use std::io::IsTerminal as _;
+    if std::io::stdin().is_terminal() {
+        eprint!("secret: ");
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let secret = line.trim_end_matches(['\r', '\n']).to_string();
+    if secret.is_empty() {
+        bail!("no secret on standard input (pipe it in: `printf %s \"$TOKEN\" | orcheo trigger create …`)");
+    }
+    Ok(secret)
 }
 
 async fn toggle(c: &Client, r: &Remote, id: &str, what: &str) -> Result<u8> {

@@ -37,6 +37,7 @@ fn serve() -> Serve {
         .arg(&dir)
         .env_remove("ORCHEO_DATABASE_URL")
         .env("ORCHEO_LOG", "warn")
+        .env("ORCHEO_HTTP_ALLOW", "127.0.0.1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -81,6 +82,114 @@ fn cli(s: &Serve, key: Option<&str>, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A one-route JSON source on 127.0.0.1 that records each request's head.
+fn json_source(body: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/items", l.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).map(|n| n == 1).unwrap_or(false) {
+                head.push(b[0]);
+            }
+            log.lock()
+                .expect("log")
+                .push(String::from_utf8_lossy(&head).into_owned());
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+/// Runs the CLI with `input` on standard input.
+fn cli_stdin(s: &Serve, key: &str, args: &[&str], input: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("ORCHEO_SERVER", &s.base)
+        .env("ORCHEO_API_KEY", key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("orcheo");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn polling_trigger_commands() {
+    let s = serve();
+    let key = Some(s.key.as_str());
+    let (url, seen) = json_source(r#"{"orders": [{"id": "o-1"}, {"id": "o-2"}]}"#);
+    let file = examples().join("webhook-order-intake.json");
+    let (code, _, err) = cli(&s, key, &["workflow", "push", file.to_str().expect("p")]);
+    assert_eq!(code, 0, "{err}");
+    let args = [
+        "trigger",
+        "create",
+        "webhook-order-intake",
+        "--poll",
+        &url,
+        "--items",
+        ".orders[]",
+        "--key",
+        ".id",
+        "--interval",
+        "3600",
+        "--auth",
+        "bearer",
+        "--emit-existing",
+        "--json",
+    ];
+    let (code, out, err) = cli_stdin(&s, &s.key, &args, "tok-from-stdin\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("tok-from-stdin"), "{out}");
+    let t: Value = serde_json::from_str(&out).expect("json");
+    let id = t["id"].as_str().expect("id").to_string();
+    let (_, out, _) = cli(&s, key, &["trigger", "list"]);
+    assert!(
+        out.contains("polling") && out.contains("every 3600s"),
+        "{out}"
+    );
+    // The first poll (made by the server at once) started both; polling again starts none.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (code, out, err) = cli(&s, key, &["trigger", "poll", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2 items, 0 new, 0 runs started"), "{out}");
+    let heads = seen.lock().expect("log").clone();
+    assert!(heads.len() >= 2, "{heads:?}");
+    assert!(
+        heads.iter().all(|h| h
+            .to_ascii_lowercase()
+            .contains("authorization: bearer tok-from-stdin")),
+        "{heads:?}"
+    );
+    // No secret on stdin: refused before anything is made.
+    let (code, _, err) = cli_stdin(&s, &s.key, &args, "");
+    assert_ne!(code, 0);
+    assert!(err.contains("standard input"), "{err}");
 }
 
 fn examples() -> PathBuf {

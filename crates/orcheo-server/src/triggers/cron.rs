@@ -194,7 +194,7 @@ pub async fn run_scheduler(st: AppState, stop: tokio_util::sync::CancellationTok
 
 /// Fires every schedule due at `now`.
 pub async fn tick(st: &AppState, now: DateTime<Utc>) -> ApiResult<()> {
-    for t in st.store.due_schedules(now).await? {
+    for t in st.store.due_triggers("cron", now).await? {
         let span =
             tracing::info_span!("schedule", trigger_id = %t.id, workflow_id = %t.workflow_id);
         let _g = span.enter();

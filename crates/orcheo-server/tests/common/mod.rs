@@ -121,7 +121,8 @@ impl TestServer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("run {run} never reached {statuses:?}");
+        let v = self.ok("GET", &format!("/api/runs/{run}"), None).await;
+        panic!("run {run} never reached {statuses:?}: {v}");
     }
 
     pub async fn events(&self, run: &str) -> Vec<Value> {
