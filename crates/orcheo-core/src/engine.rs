@@ -14,8 +14,8 @@ use crate::event::{Event, EventKind, EventSink, ForkRef, NullSink, ParentRef};
 use crate::expr::Scope;
 use crate::graph::{CompiledNode, CompiledWorkflow};
 use crate::node::{
-    Catalog, ChildOutcome, Interrupt, NodeContext, NodeError, NodeEvents, NodeOutput, NodeResult,
-    Runtime, WorkflowRef,
+    Catalog, ChildOutcome, Credentials, Interrupt, NodeContext, NodeError, NodeEvents, NodeOutput,
+    NodeResult, Runtime, WorkflowRef,
 };
 use crate::reducer;
 use crate::results::Results;
@@ -115,6 +115,8 @@ pub struct RunOptions {
     /// Debug mode: every node execution also emits `node_input` with its rendered config and
     /// the state it saw.
     pub debug: bool,
+    /// Where nodes get credentials from; its masker scrubs node results, errors and events.
+    pub credentials: Option<Arc<dyn Credentials>>,
     depth: usize,
 }
 
@@ -228,6 +230,8 @@ struct Emitter {
     seq: Mutex<u64>,
     sink: Arc<dyn EventSink>,
     clock: Arc<dyn Clock>,
+    /// Masks credential values in every event once a credential has been resolved.
+    credentials: Option<Arc<dyn Credentials>>,
 }
 
 impl Emitter {
@@ -257,12 +261,54 @@ impl Emitter {
         first
     }
     fn emit_at(&self, seq: u64, kind: EventKind) {
+        let kind = match &self.credentials {
+            Some(c) if c.active() => mask_event(c.as_ref(), kind),
+            _ => kind,
+        };
         self.sink.emit(Event {
             run_id: self.run_id.clone(),
             seq,
             ts: self.clock.now(),
             kind,
         });
+    }
+}
+
+/// A node's result with every credential value masked.
+fn mask_result(
+    c: &dyn Credentials,
+    r: Result<NodeResult, NodeError>,
+) -> Result<NodeResult, NodeError> {
+    match r {
+        Ok(NodeResult::Done(mut out)) => {
+            c.mask_value(&mut out.output);
+            for v in out.update.values_mut() {
+                c.mask_value(v);
+            }
+            Ok(NodeResult::Done(out))
+        }
+        Ok(NodeResult::Interrupt(mut i)) => {
+            c.mask_value(&mut i.payload);
+            Ok(NodeResult::Interrupt(i))
+        }
+        Err(mut e) => {
+            e.message = c.mask_text(&e.message);
+            if let Some(d) = e.details.as_mut() {
+                c.mask_value(d);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// An event with every credential value masked (through JSON, so no field is missed).
+fn mask_event(c: &dyn Credentials, kind: EventKind) -> EventKind {
+    match serde_json::to_value(&kind) {
+        Ok(mut v) => {
+            c.mask_value(&mut v);
+            serde_json::from_value(v).unwrap_or(kind)
+        }
+        Err(_) => kind,
     }
 }
 
@@ -319,6 +365,8 @@ impl Prior {
 struct Run {
     /// Emit `node_input` events.
     debug: bool,
+    /// Credentials for nodes, and the masker for their results.
+    credentials: Option<Arc<dyn Credentials>>,
     wf: Arc<CompiledWorkflow>,
     run_id: Arc<str>,
     input: Arc<Value>,
@@ -468,7 +516,7 @@ impl Engine {
                 })?;
             }
         }
-        let emitter = self.emitter(run_id.clone(), 1);
+        let emitter = self.emitter(run_id.clone(), 1, &opts);
         emitter.emit(EventKind::RunStarted {
             workflow: wf.doc.name.clone(),
             input: input.clone(),
@@ -601,7 +649,7 @@ impl Engine {
         };
         if cp.status == RunStatus::Waiting {
             // A fork of a paused run is paused too: record it and let the caller resume it.
-            let emitter = self.emitter(new_id.as_str().into(), 1);
+            let emitter = self.emitter(new_id.as_str().into(), 1, &opts);
             emitter.emit(EventKind::RunStarted {
                 workflow: wf.doc.name.clone(),
                 input: (*cp.input).clone(),
@@ -642,13 +690,14 @@ impl Engine {
     }
 
     /// The event emitter of a run whose next sequence number is `next_seq`.
-    fn emitter(&self, run_id: Arc<str>, next_seq: u64) -> Arc<Emitter> {
+    fn emitter(&self, run_id: Arc<str>, next_seq: u64, opts: &RunOptions) -> Arc<Emitter> {
         Arc::new(Emitter {
             enabled: self.inner.sink.enabled(),
             run_id,
             seq: Mutex::new(next_seq.max(1)),
             sink: self.inner.sink.clone(),
             clock: self.inner.clock.clone(),
+            credentials: opts.credentials.clone(),
         })
     }
 
@@ -678,9 +727,11 @@ impl Engine {
             wf: wf.clone(),
             depth: opts.depth,
             debug: opts.debug,
+            credentials: opts.credentials.clone(),
         });
         Run {
             debug: opts.debug,
+            credentials: opts.credentials.clone(),
             wf: wf.clone(),
             run_id,
             input,
@@ -784,7 +835,7 @@ impl Engine {
         let next = cp
             .next_seq
             .max(self.inner.sink.next_seq(&run_id).unwrap_or(1));
-        let emitter = self.emitter(run_id.clone(), next);
+        let emitter = self.emitter(run_id.clone(), next, &opts);
         emitter.emit(EventKind::RunStarted {
             workflow: wf.doc.name.clone(),
             input: (*cp.input).clone(),
@@ -1619,6 +1670,8 @@ impl Engine {
                         cancel: run.cancel.clone(),
                         runtime: run.runtime.clone(),
                         events: run.emitter.clone(),
+                        credentials: run.credentials.clone(),
+                        credential_slots: node.credentials.clone(),
                     };
                     // A free permit is taken at once; otherwise wait, unless cancelled.
                     let permit = match run.sem.try_acquire() {
@@ -1668,6 +1721,11 @@ impl Engine {
                 }
                 other => Ok(other),
             });
+            // Secrets never reach state, checkpoints or errors: mask at the source.
+            let result = match &run.credentials {
+                Some(c) if c.active() => mask_result(c.as_ref(), result),
+                _ => result,
+            };
             match result {
                 Ok(NodeResult::Done(output)) => {
                     let w = || TaskWrite {
@@ -1862,6 +1920,8 @@ struct EngineRuntime {
     depth: usize,
     /// Child runs inherit debug mode.
     debug: bool,
+    /// Child runs use the same credentials (and masker).
+    credentials: Option<Arc<dyn Credentials>>,
 }
 
 impl EngineRuntime {
@@ -1967,6 +2027,7 @@ impl Runtime for EngineRuntime {
             }),
             resume_at: None,
             debug: self.debug,
+            credentials: self.credentials.clone(),
             depth: self.depth + 1,
         };
         let engine = &self.engine;

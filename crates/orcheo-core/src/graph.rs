@@ -142,6 +142,8 @@ pub struct CompiledNode {
     pub edges: Vec<CompiledEdge>,
     /// True when more than one distinct source leads here (a fan-in point).
     pub is_join: bool,
+    /// Credential slots mapped to credential names (the document's `credentials`).
+    pub credentials: Arc<[(String, String)]>,
 }
 
 impl CompiledNode {
@@ -317,6 +319,11 @@ impl CompiledWorkflow {
                 on_error: dn.on_error.unwrap_or_default(),
                 edges,
                 is_join: sources[i].len() > 1,
+                credentials: dn
+                    .credentials
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             });
         }
         let mut reducers = HashMap::new();

@@ -20,4 +20,7 @@ pub use document::Workflow;
 pub use engine::{Engine, EngineError, ResumeTarget, RunOptions, RunOutcome};
 pub use event::{Event, EventKind, EventSink};
 pub use graph::CompiledWorkflow;
-pub use node::{Catalog, Node, NodeContext, NodeError, NodeOutput, NodeResult, NodeSpec};
+pub use node::{
+    Catalog, CredentialValue, Credentials, Node, NodeContext, NodeError, NodeOutput, NodeResult,
+    NodeSpec,
+};

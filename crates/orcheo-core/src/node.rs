@@ -293,6 +293,46 @@ pub trait Runtime: Send + Sync {
     ) -> Result<ChildOutcome, NodeError>;
 }
 
+/// A credential as a node receives it: its type and data, secrets included. Only the node that
+/// names it gets it, and only while it runs.
+#[derive(Clone)]
+pub struct CredentialValue {
+    /// The credential's name in the vault.
+    pub name: String,
+    /// Its type (`bearer`, `openai`, …): tells the node how to apply it.
+    pub kind: String,
+    /// The version resolved.
+    pub version: i64,
+    /// The data, secrets included.
+    pub data: Value,
+}
+
+impl std::fmt::Debug for CredentialValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialValue")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("version", &self.version)
+            .field("data", &"***")
+            .finish()
+    }
+}
+
+/// Supplies credentials to the nodes that name them and hides their values: the engine masks
+/// every node result, error and event with it, so secrets never reach state, checkpoints,
+/// events or logs.
+#[async_trait]
+pub trait Credentials: Send + Sync {
+    /// The credential named `name`, for node `node` of this run.
+    async fn resolve(&self, node: &str, name: &str) -> Result<Arc<CredentialValue>, NodeError>;
+    /// Replaces every secret resolved so far (and its encodings) with `***`.
+    fn mask_value(&self, value: &mut Value);
+    /// The same for text.
+    fn mask_text(&self, text: &str) -> String;
+    /// Whether any secret has been resolved (until then masking is skipped).
+    fn active(&self) -> bool;
+}
+
 /// Receives a node's log lines and other events.
 pub trait NodeEvents: Send + Sync {
     /// Emits an event on behalf of the node.
@@ -327,6 +367,10 @@ pub struct NodeContext {
     pub runtime: Arc<dyn Runtime>,
     /// Event emitter.
     pub events: Arc<dyn NodeEvents>,
+    /// The run's credential provider (none in local runs without a vault).
+    pub credentials: Option<Arc<dyn Credentials>>,
+    /// This node's credential slots mapped to credential names.
+    pub credential_slots: Arc<[(String, String)]>,
 }
 
 impl NodeContext {
@@ -350,6 +394,29 @@ impl NodeContext {
                 e.inner()
             ))
         })
+    }
+    /// The credential the node's `credentials` map names for `slot`. Fails with a
+    /// `credential` error naming the slot when it is not mapped or cannot be resolved.
+    pub async fn credential(&self, slot: &str) -> Result<Arc<CredentialValue>, NodeError> {
+        let Some((_, name)) = self.credential_slots.iter().find(|(s, _)| s == slot) else {
+            return Err(NodeError::new(
+                "credential",
+                format!(
+                    "node `{}` needs a credential for slot `{slot}`: add \"credentials\": {{\"{slot}\": \"<credential name>\"}} to the node",
+                    self.node_id
+                ),
+            ));
+        };
+        let Some(c) = &self.credentials else {
+            return Err(NodeError::new(
+                "credential",
+                format!(
+                    "node `{}` uses credential `{name}`, but this run has no vault: run it on a server (`orcheo serve`) where the credential exists",
+                    self.node_id
+                ),
+            ));
+        };
+        c.resolve(&self.node_id, name).await
     }
     /// The run state as of the start of this superstep.
     pub fn state(&self) -> &Value {

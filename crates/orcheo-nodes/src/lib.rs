@@ -5,6 +5,7 @@ mod core_nodes;
 pub mod docs;
 mod files;
 mod flow;
+mod http;
 pub mod net;
 
 use orcheo_core::node::Catalog;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 pub use core_nodes::*;
 pub use files::*;
 pub use flow::*;
+pub use http::*;
 
 /// Every built-in node type.
 pub fn catalog() -> Catalog {
@@ -30,7 +32,8 @@ pub fn catalog() -> Catalog {
         .register(NoOp)
         .register(HumanApproval)
         .register(SubWorkflow)
-        .register(WriteFile);
+        .register(WriteFile)
+        .register(HttpRequest::from_env());
     c
 }
 

@@ -161,6 +161,52 @@ impl NetPolicy {
     }
 }
 
+/// A client that cannot be used without the policy: every request's URL is checked (IP
+/// literals are not resolved, so the resolver alone would miss them), names are checked when
+/// they resolve, and redirects on every hop.
+#[derive(Clone, Debug)]
+pub struct GuardedClient {
+    client: reqwest::Client,
+    policy: Arc<NetPolicy>,
+}
+
+impl GuardedClient {
+    /// A client with `policy` wired in (user agent, 10 s connect timeout, at most 10 redirects).
+    pub fn new(policy: NetPolicy) -> Result<GuardedClient, String> {
+        let builder = reqwest::Client::builder()
+            .user_agent(concat!("orcheo/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(10));
+        let client = policy
+            .apply(builder, 10)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(GuardedClient {
+            client,
+            policy: Arc::new(policy),
+        })
+    }
+
+    /// A client from allowlist entries.
+    pub fn from_allowlist<S: AsRef<str>>(entries: &[S]) -> Result<GuardedClient, String> {
+        GuardedClient::new(NetPolicy::new(entries).map_err(|e| e.to_string())?)
+    }
+
+    /// A request to `url`, refused when the URL's scheme or literal address is not allowed.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        url: reqwest::Url,
+    ) -> Result<reqwest::RequestBuilder, NetError> {
+        self.policy.check_url(&url)?;
+        Ok(self.client.request(method, url))
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &NetPolicy {
+        &self.policy
+    }
+}
+
 /// IPv4-mapped and IPv4-compatible IPv6 addresses are judged as the IPv4 address they carry.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {

@@ -49,6 +49,7 @@ scopes! {
     RunsRead => RunsRead,
     RunsExecute => RunsExecute,
     TriggersManage => TriggersManage,
+    CredentialsManage => CredentialsManage,
     Admin => Admin,
 }
 

@@ -33,6 +33,35 @@ pub struct Config {
     /// CIDR ranges, or `*` for all. Empty (the default) blocks private, loopback and
     /// link-local addresses against server-side request forgery.
     pub http_allow: Vec<String>,
+    /// The vault's master key(s): base64 or hex, comma-separated, the first active. Wins over
+    /// the passphrase and the key file.
+    pub vault_key: Option<SecretString>,
+    /// A passphrase the vault key is derived from (Argon2id, salt kept in the database).
+    pub vault_passphrase: Option<SecretString>,
+    /// The vault key file (default `<data dir>/vault.key`, created on first start).
+    pub vault_key_file: Option<PathBuf>,
+}
+
+/// A configuration value that must not be printed (`Debug` shows `***`).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 impl Default for Config {
@@ -49,6 +78,9 @@ impl Default for Config {
             shutdown_grace_secs: 10.0,
             public_url: None,
             http_allow: Vec::new(),
+            vault_key: None,
+            vault_passphrase: None,
+            vault_key_file: None,
         }
     }
 }
@@ -122,6 +154,15 @@ impl Config {
         if let Some(v) = get("ORCHEO_PUBLIC_URL") {
             self.public_url = Some(v);
         }
+        if let Some(v) = get("ORCHEO_VAULT_KEY").filter(|v| !v.trim().is_empty()) {
+            self.vault_key = Some(SecretString(v));
+        }
+        if let Some(v) = get("ORCHEO_VAULT_PASSPHRASE").filter(|v| !v.is_empty()) {
+            self.vault_passphrase = Some(SecretString(v));
+        }
+        if let Some(v) = get("ORCHEO_VAULT_KEY_FILE") {
+            self.vault_key_file = Some(PathBuf::from(v));
+        }
         if let Some(v) = get("ORCHEO_HTTP_ALLOW") {
             self.http_allow = v
                 .split(',')
@@ -148,6 +189,13 @@ impl Config {
         }
         orcheo_nodes::net::NetPolicy::new(&self.http_allow)?;
         Ok(())
+    }
+
+    /// The vault key file's path.
+    pub fn vault_key_path(&self) -> PathBuf {
+        self.vault_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("vault.key"))
     }
 
     /// The lease duration.

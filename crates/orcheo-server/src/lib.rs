@@ -9,6 +9,7 @@ pub mod diff;
 pub mod error;
 pub mod stream;
 pub mod triggers;
+pub mod vault;
 pub mod worker;
 
 pub use config::Config;
@@ -44,18 +45,16 @@ pub struct AppState {
     pub base_url: Arc<str>,
     /// Per-trigger rate limits.
     pub limits: Arc<triggers::ratelimit::RateLimits>,
+    /// The credential vault.
+    pub vault: Arc<vault::Vault>,
     /// The client for outbound requests (polling), guarded against server-side request
     /// forgery by the configured allowlist.
-    pub http: reqwest::Client,
+    pub http: orcheo_nodes::net::GuardedClient,
 }
 
 /// The outbound HTTP client: the SSRF allowlist, at most 10 redirects, rustls, a user agent.
-fn outbound_client(config: &Config) -> anyhow::Result<reqwest::Client> {
-    let policy = orcheo_nodes::net::NetPolicy::new(&config.http_allow)?;
-    let builder = reqwest::Client::builder()
-        .user_agent(concat!("orcheo/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(std::time::Duration::from_secs(10));
-    Ok(policy.apply(builder, 10).build()?)
+fn outbound_client(config: &Config) -> anyhow::Result<orcheo_nodes::net::GuardedClient> {
+    orcheo_nodes::net::GuardedClient::from_allowlist(&config.http_allow).map_err(anyhow::Error::msg)
 }
 
 /// Compiled workflow versions by `(workflow id, version)`.
@@ -151,17 +150,25 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}:{}", cfg.bind, cfg.port))?;
         let addr = listener.local_addr()?;
-        let catalog = orcheo_nodes::shared_catalog();
+        let http = outbound_client(&cfg)?;
+        let catalog = {
+            // The HTTP node uses the server's guarded client (its allowlist).
+            let mut c = orcheo_nodes::catalog();
+            c.register(orcheo_nodes::HttpRequest::new(http.clone()));
+            Arc::new(c)
+        };
         let config = Arc::new(cfg);
         let wake = Arc::new(tokio::sync::Notify::new());
         let compiled = Arc::new(CompiledCache::default());
         let shutdown = CancellationToken::new();
+        let vault = Arc::new(vault::Vault::load(store.clone(), &config).await?);
         let worker = if config.worker {
             Some(worker::Worker::start(
                 store.clone(),
                 catalog.clone(),
                 compiled.clone(),
                 wake.clone(),
+                vault.clone(),
                 &config,
             ))
         } else {
@@ -177,7 +184,8 @@ impl Server {
             shutdown: shutdown.clone(),
             base_url: public_url(&config, addr).into(),
             limits: Arc::default(),
-            http: outbound_client(&config)?,
+            http,
+            vault,
         };
         let admin_key = if store.count_active_api_keys().await? == 0 {
             let key = store

@@ -48,6 +48,7 @@ pub struct Worker {
     stop: CancellationToken,
     lease_ttl: Duration,
     loops: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    vault: Arc<crate::vault::Vault>,
 }
 
 impl Worker {
@@ -57,6 +58,7 @@ impl Worker {
         catalog: Arc<Catalog>,
         compiled: Arc<CompiledCache>,
         wake: Arc<Notify>,
+        vault: Arc<crate::vault::Vault>,
         cfg: &Config,
     ) -> Arc<Worker> {
         let storage = Arc::new(RunStorage::new(store.clone()));
@@ -79,6 +81,7 @@ impl Worker {
             stop: CancellationToken::new(),
             lease_ttl: cfg.lease_ttl(),
             loops: Mutex::new(Vec::new()),
+            vault,
         });
         let handles = vec![
             tokio::spawn(w.clone().lease_loop()),
@@ -171,10 +174,19 @@ impl Worker {
 
     /// Queues waiting runs whose interrupt timed out.
     async fn sweep_loop(self: Arc<Self>) {
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            ticks += 1;
+            if ticks % 60 == 1 {
+                // Credential versions superseded a day ago: runs have had time to finish.
+                let cutoff = chrono::Utc::now() - chrono::Duration::hours(24);
+                if let Err(e) = self.store.retire_credential_versions(cutoff).await {
+                    tracing::warn!(error = %e, "retiring old credential versions failed");
+                }
             }
             match self.store.wake_due().await {
                 Ok(n) if n > 0 => self.wake.notify_one(),
@@ -242,6 +254,15 @@ impl Worker {
         let mut opts = RunOptions::with_id(run.id.clone());
         opts.cancel = cancel;
         opts.debug = run.origin.get("debug").and_then(Value::as_bool) == Some(true);
+        opts.credentials = Some(Arc::new(crate::vault::provider::RunCredentials::new(
+            self.vault.clone(),
+            self.store.clone(),
+            crate::vault::provider::RunOwner {
+                run_id: run.id.clone(),
+                workflow_id: run.workflow_id.clone(),
+                created_by: run.created_by.clone(),
+            },
+        )));
         let latest = match if fresh {
             Ok(None)
         } else {

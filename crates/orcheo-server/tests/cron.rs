@@ -222,6 +222,8 @@ async fn two_servers_on_one_postgres_fire_each_tick_once() {
         port: 0,
         data_dir: dir.join(sub),
         database_url: Some(url.clone()),
+        // Servers on one database share the vault key.
+        vault_key_file: Some(dir.join("vault.key")),
         ..Config::default()
     };
     let (a, welcome) = Server::start(cfg("a")).await.expect("a");

@@ -418,6 +418,8 @@ async fn two_servers_polling_at_once_start_each_item_once() {
         port: 0,
         data_dir: dir.join(sub),
         database_url: Some(url.clone()),
+        // Servers on one database share the vault key.
+        vault_key_file: Some(dir.join("vault.key")),
         http_allow: vec!["127.0.0.1".into()],
         ..Config::default()
     };

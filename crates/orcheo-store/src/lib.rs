@@ -6,12 +6,14 @@
 //! (`migrations/sqlite`, `migrations/postgres`). JSON is stored as TEXT and times as epoch
 //! milliseconds so rows decode the same way on both.
 
+mod credentials;
 mod keys;
 mod runs;
 mod triggers;
 mod workflows;
 mod writer;
 
+pub use credentials::{CredentialPatch, CredentialRecord, NewCredential, SealedVersion};
 pub use keys::{
     constant_time_eq, hash_secret, key_prefix, random_token, ApiKeyRecord, AuditEntry, NewApiKey,
     Scope, ALL_SCOPES,
@@ -162,6 +164,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "trigger_state",
         include_str!("../migrations/sqlite/0005_trigger_state.sql"),
     ),
+    (
+        6,
+        "credentials",
+        include_str!("../migrations/sqlite/0006_credentials.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -188,6 +195,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "trigger_state",
         include_str!("../migrations/postgres/0005_trigger_state.sql"),
+    ),
+    (
+        6,
+        "credentials",
+        include_str!("../migrations/postgres/0006_credentials.sql"),
     ),
 ];
 

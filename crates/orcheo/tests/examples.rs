@@ -22,6 +22,7 @@ const COVERED: &[&str] = &[
     "approval-refund.json",
     "checkout-tax-inline.json",
     "enrich-lead.json",
+    "exchange-rate-fetch.json",
     "expense-escalation.json",
     "lead-enrichment-map.json",
     "nightly-sales-report.json",
@@ -351,7 +352,7 @@ fn every_example_is_covered() {
         "COVERED lists files that are not in examples/: {missing:?}"
     );
     assert!(
-        (12..=14).contains(&on_disk.len()),
+        (12..=16).contains(&on_disk.len()),
         "keep the examples a small set"
     );
 }
@@ -1559,6 +1560,109 @@ fn order_ledger_writes_only_inside_the_files_directory() {
     let (code, text) = run("A-3", None);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("ORCHEO_FILES_DIR"), "{text}");
+}
+
+/// A rates API on 127.0.0.1 that fails its first `failures` requests with 503.
+fn rates_api(failures: usize) -> (String, std::sync::Arc<AtomicUsize>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", l.local_addr().expect("addr"));
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = hits.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).map(|n| n == 1).unwrap_or(false) {
+                head.push(b[0]);
+            }
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let head = String::from_utf8_lossy(&head);
+            let (status, body) = if n < failures {
+                (
+                    "503 Service Unavailable",
+                    "{\"error\": \"busy\"}".to_string(),
+                )
+            } else if head.starts_with("GET /rates/EUR?base=USD ") {
+                ("200 OK", "{\"rate\": 0.5}".to_string())
+            } else {
+                (
+                    "404 Not Found",
+                    "{\"error\": \"unknown currency\"}".to_string(),
+                )
+            };
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (base, hits)
+}
+
+#[test]
+fn exchange_rate_is_fetched_with_retries_and_needs_the_allowlist() {
+    let file = example("exchange-rate-fetch.json").display().to_string();
+    let run = |api: &str, currency: &str, allow: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", file.as_str(), "--no-checkpoint", "--json", "--input"])
+            .arg(json!({"api": api, "currency": currency, "amount": 80}).to_string())
+            .env_remove("ORCHEO_HTTP_ALLOW")
+            .env_remove("ORCHEO_LOG");
+        if allow {
+            cmd.env("ORCHEO_HTTP_ALLOW", "127.0.0.1");
+        }
+        let out = cmd.output().expect("orcheo runs");
+        let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (out.status.code().unwrap_or(-1), events)
+    };
+    // Two 503s, then the rate: the retry policy carries the node through.
+    let (api, hits) = rates_api(2);
+    let (code, events) = run(&api, "EUR", true);
+    assert_eq!(code, 0, "{events:?}");
+    let last = events.last().expect("events");
+    assert_eq!(last["state"]["rate"], 0.5, "{last}");
+    assert_eq!(last["state"]["converted"], 40.0, "{last}");
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    let retried = events
+        .iter()
+        .filter(|e| e["type"] == "node_failed" && e["error"]["kind"] == "http_5xx")
+        .count();
+    assert_eq!(retried, 2);
+    // A 404 is not retried: the run fails at once with the status in the error.
+    let (code, events) = run(&api, "XYZ", true);
+    assert_eq!(code, 1);
+    let failed = events
+        .iter()
+        .find(|e| e["type"] == "run_failed")
+        .expect("failed");
+    assert_eq!(failed["error"]["kind"], "http_4xx", "{failed}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("404"),
+        "{failed}"
+    );
+    // Without the operator's allowlist, 127.0.0.1 is refused before any request is sent.
+    let before = hits.load(Ordering::SeqCst);
+    let (code, events) = run(&api, "EUR", false);
+    assert_eq!(code, 1);
+    let failed = events
+        .iter()
+        .find(|e| e["type"] == "run_failed")
+        .expect("failed");
+    let msg = failed["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("ORCHEO_HTTP_ALLOW") && msg.contains("loopback"),
+        "{failed}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), before);
 }
 
 #[test]

@@ -31,6 +31,7 @@ Authenticate with an API key: `Authorization: Bearer ok_…`. Errors are RFC 945
         (name = "system", description = "Health, readiness and the node catalog"),
         (name = "workflows", description = "Workflows and their immutable versions"),
         (name = "runs", description = "Runs, their events, streams and checkpoints"),
+        (name = "credentials", description = "The credential vault: types, credentials (metadata only; no route returns a secret), rotation"),
         (name = "triggers", description = "Webhooks, schedules and polling, and the webhook ingress"),
         (name = "admin", description = "API keys and the audit log")
     )
@@ -100,6 +101,17 @@ pub fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::triggers::webhook::list_triggers))
         .routes(routes!(crate::triggers::cron::create_cron))
         .routes(routes!(crate::triggers::cron::next_fires))
+        .routes(routes!(crate::vault::api::list_types))
+        .routes(routes!(
+            crate::vault::api::create_credential,
+            crate::vault::api::list_credentials
+        ))
+        .routes(routes!(
+            crate::vault::api::get_credential,
+            crate::vault::api::update_credential,
+            crate::vault::api::delete_credential
+        ))
+        .routes(routes!(crate::vault::api::rotate_credential))
         .routes(routes!(crate::triggers::polling::create_polling))
         .routes(routes!(crate::triggers::polling::poll_now))
         .routes(routes!(crate::triggers::webhook::pause_trigger))

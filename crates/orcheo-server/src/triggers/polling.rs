@@ -150,8 +150,9 @@ impl PollingConfig {
     pub fn check(&self, st: &AppState, has_secret: bool) -> Result<reqwest::Url, String> {
         let url = reqwest::Url::parse(&self.url)
             .map_err(|e| format!("url `{}` is not a valid URL: {e}", self.url))?;
-        orcheo_nodes::net::NetPolicy::new(&st.config.http_allow)
-            .and_then(|p| p.check_url(&url))
+        st.http
+            .policy()
+            .check_url(&url)
             .map_err(|e| e.to_string())?;
         if !(1..=7 * 86_400).contains(&self.interval_secs) {
             return Err("interval_secs must be between 1 and 604800 (a week)".into());
@@ -515,18 +516,19 @@ async fn fetch(
     state: &mut PollState,
 ) -> Result<Option<Value>, String> {
     let mut url = reqwest::Url::parse(&cfg.url).map_err(|e| format!("url: {e}"))?;
-    let policy =
-        orcheo_nodes::net::NetPolicy::new(&st.config.http_allow).map_err(|e| e.to_string())?;
-    policy.check_url(&url).map_err(|e| e.to_string())?;
     if let (Some(PollAuth::Query { name }), Some(s)) = (&cfg.auth, &t.secret) {
         url.query_pairs_mut().append_pair(name, s);
     }
-    let mut req = match cfg.method {
-        PollMethod::Get => st.http.get(url),
-        PollMethod::Post => st.http.post(url),
-    }
-    .timeout(Duration::from_secs(cfg.timeout_secs))
-    .header(reqwest::header::ACCEPT, "application/json, */*;q=0.5");
+    let method = match cfg.method {
+        PollMethod::Get => reqwest::Method::GET,
+        PollMethod::Post => reqwest::Method::POST,
+    };
+    let mut req = st
+        .http
+        .request(method, url)
+        .map_err(|e| e.to_string())?
+        .timeout(Duration::from_secs(cfg.timeout_secs))
+        .header(reqwest::header::ACCEPT, "application/json, */*;q=0.5");
     for (name, v) in &cfg.headers {
         if let Some(v) = v.as_str() {
             req = req.header(name.as_str(), v);

@@ -1,0 +1,189 @@
+//! The server's vault: the keyring loaded from `ORCHEO_VAULT_KEY`, a passphrase or the key
+//! file; sealing and opening credential versions; the start-up check that this server holds the
+//! key the database's credentials are sealed under; and the per-run credential provider the
+//! worker gives the engine (docs/design/0005-vault.md).
+
+pub mod api;
+pub mod provider;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use orcheo_store::{SealedVersion, Store, StoreError};
+use orcheo_vault::{Aad, Keyring, MasterKey, Sealed, VaultError};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+const CANARY: &str = "orcheo vault canary";
+const SALT: &str = "passphrase_salt";
+
+/// Where the keyring came from (a key file is re-read when an unknown key id shows up, so a
+/// rotation made by `orcheo vault rotate-key` reaches running servers without a restart).
+#[derive(Debug, Clone)]
+enum Origin {
+    Env,
+    Passphrase,
+    File(PathBuf),
+}
+
+/// The keyring and the store, for sealing and opening credentials.
+pub struct Vault {
+    store: Store,
+    ring: RwLock<Keyring>,
+    origin: Origin,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// Loads the keyring (`ORCHEO_VAULT_KEY`, else `ORCHEO_VAULT_PASSPHRASE`, else the key file,
+    /// created on first start) and checks it against the database.
+    pub async fn load(store: Store, config: &Config) -> anyhow::Result<Vault> {
+        let (ring, origin) = if let Some(k) = config.vault_key.as_ref() {
+            (Keyring::from_env_value(k.expose())?, Origin::Env)
+        } else if let Some(p) = config.vault_passphrase.as_ref() {
+            let fresh = orcheo_store::hex(&random_bytes(16)?);
+            let salt = store.put_vault_meta(SALT, &fresh, true).await?;
+            let salt = orcheo_store::unhex(&salt)
+                .ok_or_else(|| anyhow::anyhow!("the vault's passphrase salt is damaged"))?;
+            let key = MasterKey::from_passphrase(p.expose(), &salt)?;
+            (Keyring::new(key), Origin::Passphrase)
+        } else {
+            let path = config.vault_key_path();
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let (ring, created) = Keyring::load_or_create_file(&path)?;
+            if created {
+                tracing::info!(path = %path.display(), "created the vault key file (keep it safe and back it up: without it stored credentials cannot be read)");
+            }
+            (ring, Origin::File(path))
+        };
+        let vault = Vault {
+            store,
+            ring: RwLock::new(ring),
+            origin,
+        };
+        vault.check_canary().await?;
+        Ok(vault)
+    }
+
+    /// Refuses to start when the database's credentials are sealed under keys this server does
+    /// not hold; records a canary for the active key otherwise.
+    async fn check_canary(&self) -> anyhow::Result<()> {
+        let canaries = self.store.vault_meta_prefixed("canary:").await?;
+        let (active, sealed) = self.verify_canaries(&canaries)?;
+        self.store
+            .put_vault_meta(&format!("canary:{active}"), &sealed.to_string(), true)
+            .await?;
+        Ok(())
+    }
+
+    /// Checks the stored canaries against the keyring; returns a canary for the active key.
+    fn verify_canaries(&self, canaries: &[(String, String)]) -> anyhow::Result<(String, Sealed)> {
+        let ring = self.ring_read();
+        let id_of = |n: &str| n["canary:".len()..].to_string();
+        let held: Vec<&(String, String)> = canaries
+            .iter()
+            .filter(|(n, _)| ring.get(&id_of(n)).is_some())
+            .collect();
+        if !canaries.is_empty() && held.is_empty() {
+            let theirs: Vec<String> = canaries.iter().map(|(n, _)| id_of(n)).collect();
+            anyhow::bail!(
+                "this database's credentials are sealed under vault key {}, but this server holds key {}: give every server the same key (the same ORCHEO_VAULT_KEY, passphrase or key file)",
+                theirs.join(", "),
+                ring.ids().collect::<Vec<_>>().join(", ")
+            );
+        }
+        for (name, value) in held {
+            let id = id_of(name);
+            let sealed: Sealed = value
+                .parse()
+                .map_err(|e: VaultError| anyhow::anyhow!("vault canary for key {id}: {e}"))?;
+            ring.open(&Aad::new("canary", &[&id]), &sealed)
+                .map_err(|e| anyhow::anyhow!("vault canary for key {id} does not open: {e}"))?;
+        }
+        let active = ring.active().id().to_string();
+        let sealed = ring.seal(&Aad::new("canary", &[&active]), CANARY.as_bytes())?;
+        Ok((active, sealed))
+    }
+
+    fn ring_read(&self) -> std::sync::RwLockReadGuard<'_, Keyring> {
+        self.ring.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The active key's id.
+    pub fn active_key_id(&self) -> String {
+        self.ring_read().active().id().to_string()
+    }
+
+    /// Seals a credential version's data under the active key.
+    pub fn seal(&self, id: &str, version: i64, data: &Value) -> Result<Sealed, ApiError> {
+        self.ring_read()
+            .seal_json(&Aad::credential(id, version), data)
+            .map_err(ApiError::internal)
+    }
+
+    /// Opens one stored version. An unknown key id makes a file-based keyring re-read its file
+    /// once (another process may have rotated the key).
+    pub async fn open(&self, id: &str, version: i64) -> Result<Value, OpenError> {
+        let v = self
+            .store
+            .credential_version(id, version)
+            .await?
+            .ok_or(OpenError::Retired { version })?;
+        self.open_sealed(&v)
+    }
+
+    /// Opens a sealed version already read from the store.
+    pub fn open_sealed(&self, v: &SealedVersion) -> Result<Value, OpenError> {
+        let sealed: Sealed = v.sealed.parse().map_err(OpenError::Vault)?;
+        let aad = Aad::credential(&v.credential_id, v.version);
+        match self.ring_read().open_json(&aad, &sealed) {
+            Err(VaultError::UnknownKey { .. }) => {}
+            other => return other.map_err(OpenError::Vault),
+        }
+        self.reload()?;
+        self.ring_read()
+            .open_json(&aad, &sealed)
+            .map_err(OpenError::Vault)
+    }
+
+    /// Re-reads the key file (rotation by another process).
+    pub fn reload(&self) -> Result<(), OpenError> {
+        if let Origin::File(path) = &self.origin {
+            let ring = Keyring::load_file(path).map_err(OpenError::Vault)?;
+            *self.ring.write().unwrap_or_else(|p| p.into_inner()) = ring;
+        }
+        Ok(())
+    }
+}
+
+/// Why a credential version did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The version was retired after a rotation (its sealed text erased).
+    #[error("version {version} was retired after a rotation")]
+    Retired {
+        /// Which.
+        version: i64,
+    },
+    /// Decryption failed (wrong key, tampering, a moved row).
+    #[error(transparent)]
+    Vault(VaultError),
+}
+
+fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(b)
+}
