@@ -201,6 +201,12 @@ impl GuardedClient {
         Ok(self.client.request(method, url))
     }
 
+    /// The client itself (resolver and redirect guards in place, but no URL check): for code
+    /// that checks each URL with [`GuardedClient::policy`] first.
+    pub fn unchecked(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// The policy.
     pub fn policy(&self) -> &NetPolicy {
         &self.policy

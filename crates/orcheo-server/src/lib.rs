@@ -5,6 +5,8 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+/// Credential operations that reach outside the vault (testing against the real service).
+pub mod credentials;
 pub mod diff;
 pub mod error;
 pub mod stream;

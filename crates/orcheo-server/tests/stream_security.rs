@@ -321,6 +321,7 @@ async fn every_route_checks_its_key_and_scope(b: Backend) {
         ("PATCH", "/api/credentials/{id}"),
         ("DELETE", "/api/credentials/{id}"),
         ("POST", "/api/credentials/{id}/rotate"),
+        ("POST", "/api/credentials/{id}/test"),
         ("POST", "/api/triggers/{id}/poll"),
         ("POST", "/api/runs/batch"),
         ("GET", "/api/dead-letters"),

@@ -112,6 +112,7 @@ pub fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             crate::vault::api::delete_credential
         ))
         .routes(routes!(crate::vault::api::rotate_credential))
+        .routes(routes!(crate::vault::api::test_credential))
         .routes(routes!(crate::triggers::polling::create_polling))
         .routes(routes!(crate::triggers::polling::poll_now))
         .routes(routes!(crate::triggers::webhook::pause_trigger))

@@ -424,6 +424,44 @@ pub async fn delete_credential(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Checks a credential against its service (an HTTP call, a database connection, an SMTP
+/// login, a token request) and keeps the report; secrets are masked in it.
+#[utoipa::path(post, path = "/api/credentials/{id}/test", tag = "credentials",
+    params(("id" = String, Path, description = "Credential id")),
+    security(("api_key" = ["credentials:manage"])),
+    responses((status = 200, body = crate::credentials::check::TestReport), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn test_credential(
+    Need(p, _): Need<CredentialsManage>,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<crate::credentials::check::TestReport>> {
+    let rec = st.store.get_credential(&id).await?;
+    let ty = orcheo_vault::types::get(&rec.kind).ok_or_else(|| {
+        ApiError::invalid(format!("credential type `{}` is unknown", rec.kind), None)
+    })?;
+    let data = st.vault.open(&id, rec.version).await.map_err(open_error)?;
+    let report = crate::credentials::check::test_credential(
+        ty,
+        &data,
+        st.http.unchecked(),
+        st.http.policy(),
+        std::time::Duration::from_secs(20),
+    )
+    .await;
+    let stored = serde_json::to_value(&report).map_err(ApiError::internal)?;
+    st.store.set_credential_test(&id, &stored).await?;
+    st.store
+        .audit(
+            &p.actor(),
+            "credential.test",
+            &id,
+            json!({"name": rec.name, "version": rec.version, "ok": report.ok}),
+        )
+        .await?;
+    Ok(Json(report))
+}
+
 /// A vault failure as an API error (never with secret material: vault errors carry ids only).
 pub fn open_error(e: super::OpenError) -> ApiError {
     match e {
