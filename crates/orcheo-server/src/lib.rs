@@ -239,6 +239,11 @@ impl Server {
         ))
     }
 
+    /// The shared state (store, vault, configuration): for tests and embedding.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// The base URL people open.
     pub fn url(&self) -> String {
         public_url(&self.state.config, self.addr)
