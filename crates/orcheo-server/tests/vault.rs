@@ -17,7 +17,8 @@ both!(
     credentials_api_never_returns_secrets,
     runs_use_credentials_within_scope_and_expiry,
     a_ciphertext_moved_to_another_row_fails_closed,
-    the_test_endpoint_checks_against_the_service
+    the_test_endpoint_checks_against_the_service,
+    key_rotation_reseals_everything_while_the_server_runs
 );
 
 fn allow_local(c: &mut Config) {
@@ -439,4 +440,79 @@ async fn a_server_with_another_key_refuses_to_start() {
         .expect("both keys");
     c.shutdown().await.expect("stop");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn key_rotation_reseals_everything_while_the_server_runs(b: Backend) {
+    let s = TestServer::start_with(b, allow_local).await;
+    let (url, seen) = service().await;
+    s.push("caller", caller(&url)).await;
+    let c = s
+        .ok(
+            "POST",
+            "/api/credentials",
+            Some(json!({"name": "svc", "type": "bearer", "data": {"token": "tok-One-111"}})),
+        )
+        .await;
+    s.ok(
+        "POST",
+        &format!("/api/credentials/{}/rotate", c["id"].as_str().unwrap()),
+        Some(json!({"data": {"token": "tok-Two-222"}})),
+    )
+    .await;
+    s.ok("POST", "/api/credentials", Some(json!({"name": "db", "type": "basic", "data": {"username": "u", "password": "pw-Three-333"}}))).await;
+    let state = s.server.as_ref().unwrap().state();
+    let key_file = state.config.vault_key_path();
+    let old_file = s.dir.join("old.key");
+    std::fs::copy(&key_file, &old_file).unwrap();
+    let before: Vec<String> = state
+        .store
+        .sealed_versions()
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.key_id.clone())
+        .collect();
+    assert_eq!(before.len(), 3);
+    let r = orcheo_server::vault::rotate_key(&state.store, &state.config, false)
+        .await
+        .unwrap();
+    assert!(r.new_key);
+    assert_eq!(r.resealed, 3);
+    assert_eq!(r.retired, vec![before[0].clone()]);
+    let after = state.store.sealed_versions().await.unwrap();
+    assert!(after.iter().all(|v| v.key_id == r.active_key), "{after:?}");
+    // The old key opens none of them any more.
+    let old = orcheo_vault::Keyring::load_file(&old_file).unwrap();
+    for v in &after {
+        let sealed: orcheo_vault::Sealed = v.sealed.parse().unwrap();
+        let e = old
+            .open(
+                &orcheo_vault::Aad::credential(&v.credential_id, v.version),
+                &sealed,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(e, orcheo_vault::VaultError::UnknownKey { .. }),
+            "{e}"
+        );
+    }
+    // The running server picks the new key up: runs still resolve, new credentials use it.
+    let r2 = run_status(&s, "caller").await;
+    assert_eq!(r2["status"], "completed", "{r2}");
+    assert_eq!(seen.lock().unwrap().last().unwrap(), "Bearer tok-Two-222");
+    let n = s
+        .ok(
+            "POST",
+            "/api/credentials",
+            Some(json!({"name": "new", "type": "bearer", "data": {"token": "tok-Four-444"}})),
+        )
+        .await;
+    let v = state
+        .store
+        .credential_version(n["id"].as_str().unwrap(), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.key_id, r.active_key);
+    s.stop().await;
 }

@@ -81,6 +81,9 @@ enum Command {
     /// Manage API keys in the server's database.
     #[command(subcommand)]
     ApiKey(serve::ApiKeyCommand),
+    /// Manage the credential vault's keys in the server's database and key file.
+    #[command(subcommand)]
+    Vault(serve::VaultCommand),
     /// Work with workflows on a server: push, list, show, versions, diff, run, logs.
     Workflow {
         #[command(subcommand)]
@@ -155,6 +158,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Serve(args) => runtime()?.block_on(serve::serve(args)),
         Command::ApiKey(cmd) => runtime()?.block_on(serve::api_key(cmd)),
+        Command::Vault(cmd) => runtime()?.block_on(serve::vault(cmd)),
         Command::Workflow { command, remote } => {
             runtime()?.block_on(client::workflow(command, remote))
         }

@@ -159,6 +159,56 @@ async fn open(cfg: &ConfigArgs) -> Result<Store> {
         .context("opening the database")
 }
 
+/// `orcheo vault …`: key management on the server's machine.
+#[derive(Subcommand)]
+pub enum VaultCommand {
+    /// Re-encrypt every credential under a new key (a new key in the key file, or the first of
+    /// ORCHEO_VAULT_KEY); then the old keys are removed, unless --keep-old. Servers keep running.
+    RotateKey {
+        /// Keep the old keys in the key file (they still open nothing once all is resealed).
+        #[arg(long)]
+        keep_old: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+/// Runs an `orcheo vault` command.
+pub async fn vault(cmd: VaultCommand) -> Result<u8> {
+    match cmd {
+        VaultCommand::RotateKey {
+            keep_old,
+            json,
+            config,
+        } => {
+            let cfg = config.load()?;
+            let store = Store::open(&cfg.store())
+                .await
+                .context("opening the database")?;
+            let r = orcheo_server::vault::rotate_key(&store, &cfg, keep_old).await;
+            store.close().await;
+            let r = r?;
+            if json {
+                crate::out(&serde_json::to_string_pretty(&r)?);
+            } else {
+                crate::out(&format!(
+                    "vault key {} is active{}; {} credential versions re-encrypted",
+                    r.active_key,
+                    if r.new_key { " (new)" } else { "" },
+                    r.resealed
+                ));
+                if !r.retired.is_empty() {
+                    crate::out(&format!("retired: {}", r.retired.join(", ")));
+                }
+            }
+            Ok(crate::exit::OK)
+        }
+    }
+}
+
 /// Runs an `orcheo api-key` command.
 pub async fn api_key(cmd: ApiKeyCommand) -> Result<u8> {
     match cmd {

@@ -356,6 +356,16 @@ fn api_key_commands_on_the_data_directory() {
         !out.contains(&new_key[12..]),
         "listing never shows a secret"
     );
+    // The vault key rotates under the running server.
+    let before = std::fs::read_to_string(s.dir.join("vault.key")).expect("key file");
+    let (code, out, err) = cli(&s, None, &["vault", "rotate-key", "--json", "--data-dir", &dir]);
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(r["new_key"], true);
+    assert_eq!(r["retired"].as_array().map(Vec::len), Some(1));
+    let after = std::fs::read_to_string(s.dir.join("vault.key")).expect("key file");
+    assert_ne!(before, after);
+    assert!(after.contains(r["active_key"].as_str().expect("id")));
     let prefix = &new_key[3..11];
     let (code, out, _) = cli(&s, None, &["api-key", "revoke", prefix, "--data-dir", &dir]);
     assert_eq!(code, 0);

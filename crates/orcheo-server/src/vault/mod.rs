@@ -31,6 +31,8 @@ pub struct Vault {
     store: Store,
     ring: RwLock<Keyring>,
     origin: Origin,
+    /// The key file's modification time when it was last read.
+    seen_mtime: std::sync::Mutex<Option<std::time::SystemTime>>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -65,10 +67,15 @@ impl Vault {
             }
             (ring, Origin::File(path))
         };
+        let seen = match &origin {
+            Origin::File(p) => mtime(p),
+            _ => None,
+        };
         let vault = Vault {
             store,
             ring: RwLock::new(ring),
             origin,
+            seen_mtime: std::sync::Mutex::new(seen),
         };
         vault.check_canary().await?;
         Ok(vault)
@@ -123,8 +130,19 @@ impl Vault {
         self.ring_read().active().id().to_string()
     }
 
-    /// Seals a credential version's data under the active key.
+    /// Seals a credential version's data under the active key (re-reading a key file that
+    /// changed, so a rotation's new key is used at once).
     pub fn seal(&self, id: &str, version: i64, data: &Value) -> Result<Sealed, ApiError> {
+        if let Origin::File(p) = &self.origin {
+            let now = mtime(p);
+            let changed = {
+                let seen = self.seen_mtime.lock().unwrap_or_else(|e| e.into_inner());
+                now.is_some() && *seen != now
+            };
+            if changed {
+                self.reload().map_err(ApiError::internal)?;
+            }
+        }
         self.ring_read()
             .seal_json(&Aad::credential(id, version), data)
             .map_err(ApiError::internal)
@@ -158,8 +176,10 @@ impl Vault {
     /// Re-reads the key file (rotation by another process).
     pub fn reload(&self) -> Result<(), OpenError> {
         if let Origin::File(path) = &self.origin {
+            let before = mtime(path);
             let ring = Keyring::load_file(path).map_err(OpenError::Vault)?;
             *self.ring.write().unwrap_or_else(|p| p.into_inner()) = ring;
+            *self.seen_mtime.lock().unwrap_or_else(|e| e.into_inner()) = before;
         }
         Ok(())
     }
@@ -180,6 +200,116 @@ pub enum OpenError {
     /// Decryption failed (wrong key, tampering, a moved row).
     #[error(transparent)]
     Vault(VaultError),
+}
+
+fn mtime(p: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// What `orcheo vault rotate-key` did.
+#[derive(Debug, serde::Serialize)]
+pub struct Rotation {
+    /// The key everything is sealed under now.
+    pub active_key: String,
+    /// Whether a new key was made (key files) or the configured first key used (environment).
+    pub new_key: bool,
+    /// Credential versions re-encrypted.
+    pub resealed: usize,
+    /// Keys removed from the key file and their canaries.
+    pub retired: Vec<String>,
+}
+
+/// Re-encrypts every stored credential version under a new key, without stopping servers.
+///
+/// With a key file: a new key is added as the active key and the file saved (running servers
+/// re-read it when they seal or meet the new key id), every version is resealed (twice, to catch
+/// one a server sealed under the old key while the first pass ran), then, unless `keep_old`, the
+/// old keys leave the file, so they no longer open anything. With `ORCHEO_VAULT_KEY`, the
+/// operator lists the new key first and the old after it; this reseals under the first and
+/// drops the old keys' canaries; the old key can then leave the variable. A passphrase cannot be
+/// rotated in place.
+pub async fn rotate_key(
+    store: &Store,
+    config: &Config,
+    keep_old: bool,
+) -> anyhow::Result<Rotation> {
+    let (mut ring, path, new_key) = if let Some(k) = &config.vault_key {
+        (Keyring::from_env_value(k.expose())?, None, false)
+    } else if config.vault_passphrase.is_some() {
+        anyhow::bail!("a passphrase-derived vault key cannot be rotated in place: set ORCHEO_VAULT_KEY to a new key followed by the current one (or move to a key file), then rotate");
+    } else {
+        let path = config.vault_key_path();
+        let mut ring = Keyring::load_file(&path)?;
+        ring.add(MasterKey::generate()?, true);
+        ring.save_file(&path)?;
+        (ring, Some(path), true)
+    };
+    let active = ring.active().id().to_string();
+    let canary = ring.seal(&Aad::new("canary", &[&active]), CANARY.as_bytes())?;
+    store
+        .put_vault_meta(&format!("canary:{active}"), &canary.to_string(), false)
+        .await?;
+    let mut resealed = 0;
+    for _pass in 0..2 {
+        for v in store.sealed_versions().await? {
+            if v.key_id == active {
+                continue;
+            }
+            let sealed: Sealed = v.sealed.parse()?;
+            let aad = Aad::credential(&v.credential_id, v.version);
+            let Some(new) = ring.reseal(&aad, &sealed).map_err(|e| {
+                anyhow::anyhow!("credential {} version {}: {e}", v.credential_id, v.version)
+            })?
+            else {
+                continue;
+            };
+            if store
+                .reseal_version(&v, &new.to_string(), &new.key_id)
+                .await?
+            {
+                resealed += 1;
+            }
+        }
+    }
+    let mut retired = Vec::new();
+    if !keep_old {
+        let old: Vec<String> = ring
+            .ids()
+            .filter(|i| *i != active)
+            .map(str::to_string)
+            .collect();
+        for id in old {
+            ring.retire(&id)?;
+            retired.push(id);
+        }
+        if let Some(p) = &path {
+            ring.save_file(p)?;
+        }
+        for (name, _) in store.vault_meta_prefixed("canary:").await? {
+            if name != format!("canary:{active}") {
+                store.delete_vault_meta(&name).await?;
+                if path.is_none() {
+                    retired.push(name["canary:".len()..].to_string());
+                }
+            }
+        }
+        retired.sort();
+        retired.dedup();
+    }
+    store
+        .audit(
+            "cli",
+            "vault.rotate_key",
+            &active,
+            serde_json::json!({"resealed": resealed, "retired": retired}),
+        )
+        .await?;
+    Ok(Rotation {
+        active_key: active,
+        new_key,
+        resealed,
+        retired,
+    })
 }
 
 fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
