@@ -163,7 +163,7 @@ impl Server {
         let wake = Arc::new(tokio::sync::Notify::new());
         let compiled = Arc::new(CompiledCache::default());
         let shutdown = CancellationToken::new();
-        let vault = Arc::new(vault::Vault::load(store.clone(), &config).await?);
+        let vault = Arc::new(vault::Vault::load(store.clone(), &config, http.clone()).await?);
         let worker = if config.worker {
             Some(worker::Worker::start(
                 store.clone(),

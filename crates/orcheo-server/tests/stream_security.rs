@@ -322,6 +322,8 @@ async fn every_route_checks_its_key_and_scope(b: Backend) {
         ("DELETE", "/api/credentials/{id}"),
         ("POST", "/api/credentials/{id}/rotate"),
         ("POST", "/api/credentials/{id}/test"),
+        ("POST", "/api/credentials/{id}/oauth/start"),
+        ("GET", "/api/oauth/callback"),
         ("POST", "/api/triggers/{id}/poll"),
         ("POST", "/api/runs/batch"),
         ("GET", "/api/dead-letters"),
@@ -346,6 +348,7 @@ async fn every_route_checks_its_key_and_scope(b: Backend) {
             "/api/ready",
             "/api/openapi.json",
             "/api/docs",
+            "/api/oauth/callback",
             "/hooks/x"
         ]
         .into_iter()
@@ -387,9 +390,12 @@ async fn every_route_checks_its_key_and_scope(b: Backend) {
         };
         let Some(scope) = scope else {
             let st = send(None).await.expect("send").status().as_u16();
-            // The webhook ingress is public, but an unknown URL token finds nothing.
+            // The webhook ingress is public, but an unknown URL token finds nothing; the OAuth2
+            // callback is public, but without a started authorization's state it refuses.
             let want = if path.starts_with("/hooks/") {
                 404
+            } else if path.starts_with("/api/oauth/") {
+                400
             } else {
                 200
             };

@@ -358,7 +358,11 @@ fn api_key_commands_on_the_data_directory() {
     );
     // The vault key rotates under the running server.
     let before = std::fs::read_to_string(s.dir.join("vault.key")).expect("key file");
-    let (code, out, err) = cli(&s, None, &["vault", "rotate-key", "--json", "--data-dir", &dir]);
+    let (code, out, err) = cli(
+        &s,
+        None,
+        &["vault", "rotate-key", "--json", "--data-dir", &dir],
+    );
     assert_eq!(code, 0, "{err}");
     let r: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(r["new_key"], true);

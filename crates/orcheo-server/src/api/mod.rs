@@ -113,6 +113,8 @@ pub fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(crate::vault::api::rotate_credential))
         .routes(routes!(crate::vault::api::test_credential))
+        .routes(routes!(crate::vault::oauth::start))
+        .routes(routes!(crate::vault::oauth::callback))
         .routes(routes!(crate::triggers::polling::create_polling))
         .routes(routes!(crate::triggers::polling::poll_now))
         .routes(routes!(crate::triggers::webhook::pause_trigger))

@@ -4,6 +4,7 @@
 //! worker gives the engine (docs/design/0005-vault.md).
 
 pub mod api;
+pub mod oauth;
 pub mod provider;
 
 use crate::config::Config;
@@ -33,6 +34,10 @@ pub struct Vault {
     origin: Origin,
     /// The key file's modification time when it was last read.
     seen_mtime: std::sync::Mutex<Option<std::time::SystemTime>>,
+    /// Outbound requests (OAuth2 token endpoints), guarded by the SSRF policy.
+    http: orcheo_nodes::net::GuardedClient,
+    /// One lock per OAuth2 credential being refreshed.
+    refresh_locks: oauth::RefreshLocks,
 }
 
 impl std::fmt::Debug for Vault {
@@ -46,7 +51,11 @@ impl std::fmt::Debug for Vault {
 impl Vault {
     /// Loads the keyring (`ORCHEO_VAULT_KEY`, else `ORCHEO_VAULT_PASSPHRASE`, else the key file,
     /// created on first start) and checks it against the database.
-    pub async fn load(store: Store, config: &Config) -> anyhow::Result<Vault> {
+    pub async fn load(
+        store: Store,
+        config: &Config,
+        http: orcheo_nodes::net::GuardedClient,
+    ) -> anyhow::Result<Vault> {
         let (ring, origin) = if let Some(k) = config.vault_key.as_ref() {
             (Keyring::from_env_value(k.expose())?, Origin::Env)
         } else if let Some(p) = config.vault_passphrase.as_ref() {
@@ -76,6 +85,8 @@ impl Vault {
             ring: RwLock::new(ring),
             origin,
             seen_mtime: std::sync::Mutex::new(seen),
+            http,
+            refresh_locks: Default::default(),
         };
         vault.check_canary().await?;
         Ok(vault)
@@ -146,6 +157,22 @@ impl Vault {
         self.ring_read()
             .seal_json(&Aad::credential(id, version), data)
             .map_err(ApiError::internal)
+    }
+
+    /// The outbound client.
+    pub fn http(&self) -> &orcheo_nodes::net::GuardedClient {
+        &self.http
+    }
+
+    /// Seals a value that is not a credential version (pending OAuth2 authorizations).
+    pub fn seal_other(&self, aad: &Aad, value: &Value) -> Result<String, VaultError> {
+        Ok(self.ring_read().seal_json(aad, value)?.to_string())
+    }
+
+    /// Opens what [`Vault::seal_other`] sealed.
+    pub fn open_other(&self, aad: &Aad, text: &str) -> Result<Value, VaultError> {
+        let sealed: Sealed = text.parse()?;
+        self.ring_read().open_json(aad, &sealed)
     }
 
     /// Opens one stored version. An unknown key id makes a file-based keyring re-read its file

@@ -78,6 +78,13 @@ impl RunCredentials {
                 }
                 e => fail(format!("credential `{name}` cannot be opened: {e}")),
             })?;
+        let (rec, data) = if rec.kind == "oauth2" {
+            super::oauth::fresh(&self.store, &self.vault, rec, data)
+                .await
+                .map_err(fail)?
+        } else {
+            (rec, data)
+        };
         let secrets = orcheo_vault::types::get(&rec.kind)
             .ok_or_else(|| {
                 fail(format!(
