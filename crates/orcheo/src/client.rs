@@ -104,14 +104,33 @@ pub enum WorkflowCommand {
     },
 }
 
-struct Client {
+/// The server answered with an error status; displayed as the server's detail.
+#[derive(Debug)]
+pub(crate) struct ApiFailure {
+    /// The HTTP status.
+    pub status: u16,
+    /// What to tell the user.
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+/// An HTTP client of the server's API with the key.
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     key: Option<String>,
 }
 
 impl Client {
-    fn new(r: &Remote) -> Result<Client> {
+    /// A client for the server and key in `r`.
+    pub(crate) fn new(r: &Remote) -> Result<Client> {
         Ok(Client {
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
@@ -121,7 +140,8 @@ impl Client {
         })
     }
 
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    /// A request to `path` (under the base URL) carrying the key.
+    pub(crate) fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let b = self.http.request(method, format!("{}{path}", self.base));
         match &self.key {
             Some(k) => b.bearer_auth(k),
@@ -129,7 +149,8 @@ impl Client {
         }
     }
 
-    async fn send(&self, b: reqwest::RequestBuilder) -> Result<(u16, Value)> {
+    /// Sends a request; an error status becomes an [`ApiFailure`] with the server's detail.
+    pub(crate) async fn send(&self, b: reqwest::RequestBuilder) -> Result<(u16, Value)> {
         let res = b.send().await.with_context(|| {
             format!(
                 "cannot reach the Orcheo server at {} (set --server or ORCHEO_SERVER)",
@@ -150,7 +171,10 @@ impl Client {
                 for e in errs.iter().take(20) {
                     msg.push_str(&format!(
                         "\n  {} {}: {}",
-                        e.get("path").and_then(Value::as_str).unwrap_or(""),
+                        e.get("path")
+                            .or_else(|| e.get("pointer"))
+                            .and_then(Value::as_str)
+                            .unwrap_or(""),
                         e.get("code").and_then(Value::as_str).unwrap_or(""),
                         e.get("message").and_then(Value::as_str).unwrap_or("")
                     ));
@@ -159,12 +183,17 @@ impl Client {
             if status == 401 && self.key.is_none() {
                 msg.push_str("\n  (no API key given: set ORCHEO_API_KEY)");
             }
-            bail!(msg);
+            return Err(ApiFailure {
+                status,
+                message: msg,
+            }
+            .into());
         }
         Ok((status, body))
     }
 
-    async fn get(&self, path: &str) -> Result<Value> {
+    /// GETs `path` and returns the body.
+    pub(crate) async fn get(&self, path: &str) -> Result<Value> {
         Ok(self.send(self.req(reqwest::Method::GET, path)).await?.1)
     }
 }
@@ -177,11 +206,13 @@ fn read_json_arg(arg: &str) -> Result<Value> {
     serde_json::from_str(&text).context("the input is not valid JSON")
 }
 
-fn pretty(v: &Value) -> String {
+/// Indented JSON.
+pub(crate) fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
-fn enc(s: &str) -> String {
+/// Percent-encodes a path segment or query value.
+pub(crate) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

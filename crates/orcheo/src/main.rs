@@ -1,6 +1,7 @@
 //! `orcheo`: one binary that is the server (with its worker), the local runner and the CLI.
 
 mod client;
+mod credential;
 mod local;
 mod serve;
 
@@ -98,6 +99,14 @@ enum Command {
         #[command(flatten)]
         remote: client::Remote,
     },
+    /// Manage credentials on a server: types, create, list, show, test, rotate, delete. Secrets
+    /// are read from standard input or a hidden prompt, never from the command line.
+    Credential {
+        #[command(subcommand)]
+        command: credential::CredentialCommand,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
     /// Show a run's status and outcome on a server.
     RunStatus {
         /// The run id.
@@ -164,6 +173,9 @@ fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::Trigger { command, remote } => {
             runtime()?.block_on(client::trigger(command, remote))
+        }
+        Command::Credential { command, remote } => {
+            runtime()?.block_on(credential::credential(command, remote))
         }
         Command::RunStatus { run_id, remote } => {
             runtime()?.block_on(client::run_status(run_id, remote))
