@@ -315,6 +315,7 @@ async fn every_route_checks_its_key_and_scope(b: Backend) {
         ("GET", "/api/triggers/{id}/next"),
         ("POST", "/api/triggers/polling"),
         ("GET", "/api/credential-types"),
+        ("GET", "/api/workflows/{id}/readiness"),
         ("GET", "/api/credentials"),
         ("POST", "/api/credentials"),
         ("GET", "/api/credentials/{id}"),

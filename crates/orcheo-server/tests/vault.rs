@@ -218,8 +218,16 @@ async fn run_status(s: &TestServer, wf: &str) -> Value {
 async fn runs_use_credentials_within_scope_and_expiry(b: Backend) {
     let s = TestServer::start_with(b, allow_local).await;
     let (url, seen) = service().await;
-    s.push("caller", caller(&url)).await;
+    let pushed = s.push("caller", caller(&url)).await;
+    assert!(
+        pushed.to_string().contains("credential.missing"),
+        "saving warns: {pushed}"
+    );
     s.push("other", caller(&url)).await;
+    let ready = s.ok("GET", "/api/workflows/caller/readiness", None).await;
+    assert_eq!(ready["ready"], false);
+    assert_eq!(ready["credentials"][0]["status"], "missing", "{ready}");
+    assert_eq!(ready["credentials"][0]["slot"], "auth");
     // Missing: a clear error naming the credential.
     let r = run_status(&s, "caller").await;
     assert_eq!(r["status"], "failed");
@@ -235,6 +243,10 @@ async fn runs_use_credentials_within_scope_and_expiry(b: Backend) {
                                                     "scope": {"kind": "workflows", "ids": ["caller"]}})))
         .await;
     let id = c["id"].as_str().unwrap().to_string();
+    let ready = s.ok("GET", "/api/workflows/caller/readiness", None).await;
+    assert_eq!(ready["ready"], true, "{ready}");
+    let ready = s.ok("GET", "/api/workflows/other/readiness", None).await;
+    assert_eq!(ready["credentials"][0]["status"], "out_of_scope", "{ready}");
     let r = run_status(&s, "caller").await;
     assert_eq!(r["status"], "completed", "{r}");
     assert_eq!(seen.lock().unwrap().last().unwrap(), "Bearer tok-First-111");

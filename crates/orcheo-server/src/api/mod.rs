@@ -101,6 +101,7 @@ pub fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::triggers::webhook::list_triggers))
         .routes(routes!(crate::triggers::cron::create_cron))
         .routes(routes!(crate::triggers::cron::next_fires))
+        .routes(routes!(crate::vault::readiness::readiness))
         .routes(routes!(crate::vault::api::list_types))
         .routes(routes!(
             crate::vault::api::create_credential,

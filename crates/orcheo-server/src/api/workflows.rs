@@ -192,6 +192,9 @@ async fn add_checked_version(
     if created {
         crate::triggers::cron::sync_declared(st, id, &doc, actor).await?;
     }
+    let mut warnings = warnings;
+    let needs = crate::vault::readiness::needs(st, &doc, id, actor).await?;
+    warnings.extend(crate::vault::readiness::as_warnings(&doc, &needs));
     Ok((v, created, warnings))
 }
 
@@ -276,6 +279,9 @@ pub async fn create_workflow(
         })
         .await?;
     crate::triggers::cron::sync_declared(&st, &wf.id, &doc, &p.actor()).await?;
+    let mut warnings = warnings;
+    let needs = crate::vault::readiness::needs(&st, &doc, &wf.id, &p.actor()).await?;
+    warnings.extend(crate::vault::readiness::as_warnings(&doc, &needs));
     st.store
         .audit(
             &p.actor(),

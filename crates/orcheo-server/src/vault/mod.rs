@@ -6,6 +6,7 @@
 pub mod api;
 pub mod oauth;
 pub mod provider;
+pub mod readiness;
 
 use crate::config::Config;
 use crate::error::ApiError;
