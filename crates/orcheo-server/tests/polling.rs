@@ -135,6 +135,21 @@ async fn new_items_start_one_run_each_and_etag_skips_unchanged(b: Backend) {
     assert_eq!(t["kind"], "polling");
     assert_eq!(t["has_secret"], true);
     assert!(!t.to_string().contains("tok-Secret-123"), "{t}");
+    // The row holds the secret sealed by the vault, bound to the trigger.
+    let stored = s
+        .server
+        .as_ref()
+        .unwrap()
+        .state()
+        .store
+        .get_trigger(t["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    let sealed = stored.secret.expect("secret");
+    assert!(
+        sealed.starts_with("v1.") && !sealed.contains("tok-Secret-123"),
+        "{sealed}"
+    );
     // The server's own loop polls at once; both items start a run.
     let t = first_poll(&s, &id).await;
     assert_eq!(t["state"]["last_status"], 200, "{t}");

@@ -472,6 +472,9 @@ async fn key_rotation_reseals_everything_while_the_server_runs(b: Backend) {
     )
     .await;
     s.ok("POST", "/api/credentials", Some(json!({"name": "db", "type": "basic", "data": {"username": "u", "password": "pw-Three-333"}}))).await;
+    let hook = s
+        .ok("POST", "/api/triggers/webhook", Some(json!({"workflow_id": "caller", "signature": {"type": "github"}, "secret": "hook-Secret-555"})))
+        .await;
     let state = s.server.as_ref().unwrap().state();
     let key_file = state.config.vault_key_path();
     let old_file = s.dir.join("old.key");
@@ -489,7 +492,36 @@ async fn key_rotation_reseals_everything_while_the_server_runs(b: Backend) {
         .await
         .unwrap();
     assert!(r.new_key);
-    assert_eq!(r.resealed, 3);
+    assert_eq!(r.resealed, 4, "three versions and the webhook secret");
+    let t = state
+        .store
+        .get_trigger(hook["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    let sealed: orcheo_vault::Sealed = t.secret.unwrap().parse().unwrap();
+    assert_eq!(sealed.key_id, r.active_key);
+    // The running server still verifies the webhook's signatures with the resealed secret.
+    let body = br#"{"n": 1}"#;
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(b"hook-Secret-555").unwrap();
+    hmac::Mac::update(&mut mac, body);
+    let sig = orcheo_store::hex(&hmac::Mac::finalize(mac).into_bytes());
+    let res = s
+        .http
+        .post(hook["url"].as_str().unwrap())
+        .header("x-hub-signature-256", format!("sha256={sig}"))
+        .header("x-github-delivery", "d-1")
+        .header("content-type", "application/json")
+        .body(&body[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        202,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
     assert_eq!(r.retired, vec![before[0].clone()]);
     let after = state.store.sealed_versions().await.unwrap();
     assert!(after.iter().all(|v| v.key_id == r.active_key), "{after:?}");

@@ -64,6 +64,21 @@ async fn sustained_load_loses_nothing(b: Backend) {
         .await;
     let url = h["url"].as_str().expect("url").to_string();
     let secret = h["secret_once"].as_str().expect("secret").to_string();
+    // Stored sealed by the vault, never as given.
+    let stored = s
+        .server
+        .as_ref()
+        .expect("server")
+        .state()
+        .store
+        .get_trigger(h["id"].as_str().expect("id"))
+        .await
+        .expect("trigger");
+    let sealed = stored.secret.expect("sealed");
+    assert!(
+        sealed.starts_with("v1.") && !sealed.contains(&secret),
+        "{sealed}"
+    );
     let limited = s
         .ok(
             "POST",

@@ -316,6 +316,33 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Every trigger secret (sealed text), for re-encrypting under a new vault key.
+    pub async fn trigger_secrets(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, secret FROM triggers WHERE secret IS NOT NULL ORDER BY id")
+                .fetch_all(&self.inner.read)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// Replaces a trigger's sealed secret if it is still `old` (compare and set).
+    pub async fn reseal_trigger_secret(
+        &self,
+        id: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE triggers SET secret = $1 WHERE id = $2 AND secret = $3")
+            .bind(new)
+            .bind(id)
+            .bind(old)
+            .execute(&self.inner.write)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Forgets webhook message ids past their window. Returns how many.
     pub async fn expire_webhook_receipts(&self) -> Result<u64, StoreError> {
         let r = sqlx::query("DELETE FROM webhook_receipts WHERE expires_at < $1")

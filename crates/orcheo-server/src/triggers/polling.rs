@@ -245,10 +245,14 @@ pub async fn create_polling(
         .config
         .check(&st, secret.is_some())
         .map_err(|e| ApiError::invalid(e, None))?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let secret = secret
+        .map(|s| st.vault.seal_trigger_secret(&id, &s))
+        .transpose()?;
     let t = st
         .store
         .create_trigger(NewTrigger {
-            id: uuid::Uuid::now_v7().to_string(),
+            id,
             workflow_id: body.workflow_id,
             version: body.version,
             kind: "polling".into(),
@@ -394,6 +398,15 @@ pub async fn poll_once(st: &AppState, t: &TriggerRecord) -> ApiResult<PollOutcom
     let _e = span.enter();
     let cfg: PollingConfig = serde_json::from_value(t.config.clone())
         .map_err(|e| ApiError::internal(format!("unreadable polling settings: {e}")))?;
+    // The secret is sealed in the row; open it for this poll only.
+    let mut opened = t.clone();
+    opened.secret = t
+        .secret
+        .as_deref()
+        .map(|s| st.vault.open_trigger_secret(&t.id, s))
+        .transpose()
+        .map_err(|e| ApiError::internal(format!("the trigger's secret cannot be read: {e}")))?;
+    let t = &opened;
     let mut state: PollState = serde_json::from_value(t.state.clone()).unwrap_or_default();
     let now = Utc::now();
     state.last_polled_at = Some(now);

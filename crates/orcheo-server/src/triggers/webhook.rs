@@ -200,10 +200,14 @@ pub async fn create_webhook(
     };
     let config = WebhookConfig { methods, ..cfg };
     let token = orcheo_store::random_token(32)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let secret = secret
+        .map(|s| st.vault.seal_trigger_secret(&id, &s))
+        .transpose()?;
     let trigger = st
         .store
         .create_trigger(NewTrigger {
-            id: uuid::Uuid::now_v7().to_string(),
+            id,
             workflow_id: body.workflow_id.clone(),
             version: body.version,
             kind: "webhook".into(),
@@ -427,7 +431,13 @@ async fn accept(
     }
     let mut message_id = None;
     if let Some(scheme) = &cfg.signature {
-        let secret = t.secret.clone().unwrap_or_default();
+        let secret = match &t.secret {
+            Some(stored) => st.vault.open_trigger_secret(&t.id, stored).map_err(|e| {
+                tracing::error!(trigger_id = %t.id, error = %e, "the webhook's signing secret does not open");
+                ApiError::internal("the webhook's signing secret cannot be read; see the server log")
+            })?,
+            None => String::new(),
+        };
         let now = chrono::Utc::now().timestamp();
         let v = signature::verify(
             scheme,

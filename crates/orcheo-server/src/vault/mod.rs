@@ -173,7 +173,41 @@ impl Vault {
     /// Opens what [`Vault::seal_other`] sealed.
     pub fn open_other(&self, aad: &Aad, text: &str) -> Result<Value, VaultError> {
         let sealed: Sealed = text.parse()?;
+        match self.ring_read().open_json(aad, &sealed) {
+            Err(VaultError::UnknownKey { .. }) => {}
+            other => return other,
+        }
+        // Sealed under a key this server has not loaded yet (a rotation): re-read the file.
+        if let Err(OpenError::Vault(e)) = self.reload() {
+            return Err(e);
+        }
         self.ring_read().open_json(aad, &sealed)
+    }
+
+    /// Seals a trigger's secret (a webhook signing secret, a polling credential) bound to the
+    /// trigger's id, for the `triggers.secret` column.
+    pub fn seal_trigger_secret(&self, trigger_id: &str, secret: &str) -> Result<String, ApiError> {
+        self.seal_other(
+            &Aad::new("trigger-secret", &[trigger_id]),
+            &Value::String(secret.to_string()),
+        )
+        .map_err(ApiError::internal)
+    }
+
+    /// Opens a trigger's secret. A value that is not sealed text is a secret stored before the
+    /// vault existed and is used as it is.
+    pub fn open_trigger_secret(
+        &self,
+        trigger_id: &str,
+        stored: &str,
+    ) -> Result<String, VaultError> {
+        if stored.parse::<Sealed>().is_err() {
+            return Ok(stored.to_string());
+        }
+        match self.open_other(&Aad::new("trigger-secret", &[trigger_id]), stored)? {
+            Value::String(s) => Ok(s),
+            _ => Err(VaultError::Malformed("a trigger secret is not text".into())),
+        }
     }
 
     /// Opens one stored version. An unknown key id makes a file-based keyring re-read its file
@@ -241,7 +275,7 @@ pub struct Rotation {
     pub active_key: String,
     /// Whether a new key was made (key files) or the configured first key used (environment).
     pub new_key: bool,
-    /// Credential versions re-encrypted.
+    /// Credential versions and trigger secrets re-encrypted.
     pub resealed: usize,
     /// Keys removed from the key file and their canaries.
     pub retired: Vec<String>,
@@ -296,6 +330,29 @@ pub async fn rotate_key(
                 .await?
             {
                 resealed += 1;
+            }
+        }
+    }
+    // Trigger secrets (webhook signing secrets, polling credentials) too.
+    for _pass in 0..2 {
+        for (id, stored) in store.trigger_secrets().await? {
+            let Ok(sealed) = stored.parse::<Sealed>() else {
+                continue; // stored before the vault: left as it is
+            };
+            if sealed.key_id == active {
+                continue;
+            }
+            let aad = Aad::new("trigger-secret", &[&id]);
+            let new = ring
+                .reseal(&aad, &sealed)
+                .map_err(|e| anyhow::anyhow!("trigger {id}'s secret: {e}"))?;
+            if let Some(new) = new {
+                if store
+                    .reseal_trigger_secret(&id, &stored, &new.to_string())
+                    .await?
+                {
+                    resealed += 1;
+                }
             }
         }
     }
