@@ -313,6 +313,7 @@ async fn every_route_checks_its_key_and_scope(b: Backend) {
         ("POST", "/hooks/{token}"),
         ("POST", "/api/triggers/cron"),
         ("GET", "/api/triggers/{id}/next"),
+        ("GET", "/api/triggers/{id}/url"),
         ("POST", "/api/triggers/polling"),
         ("GET", "/api/credential-types"),
         ("GET", "/api/workflows/{id}/readiness"),

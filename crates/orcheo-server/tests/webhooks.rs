@@ -14,8 +14,135 @@ both!(
     rate_limit_answers_429,
     wait_mode_answers_with_a_node_output,
     sustained_load_loses_nothing,
-    multipart_bodies_reach_the_run
+    multipart_bodies_reach_the_run,
+    webhooks_declared_in_documents_take_their_secret_from_the_vault
 );
+
+async fn webhooks_declared_in_documents_take_their_secret_from_the_vault(b: Backend) {
+    let s = TestServer::start(b).await;
+    let mut doc = chain(1);
+    doc["triggers"] = json!([{"id": "gh", "type": "webhook",
+        "config": {"signature": {"type": "github"}}}]);
+    // A signed webhook in a document without a credential: refused, naming the trigger.
+    let (st, p) = s
+        .call(
+            "POST",
+            "/api/workflows",
+            Some(json!({"id": "declared", "document": doc.clone()})),
+        )
+        .await;
+    assert_eq!(st, 422, "{p}");
+    assert!(
+        p["detail"].as_str().unwrap_or("").contains("`gh`")
+            && p["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("secret_credential"),
+        "{p}"
+    );
+    s.ok(
+        "POST",
+        "/api/credentials",
+        Some(json!({"name": "gh-hook", "type": "api_key", "data": {"key": "hook-Secret-one"}})),
+    )
+    .await;
+    doc["triggers"][0]["config"]["secret_credential"] = json!("gh-hook");
+    s.push("declared", doc.clone()).await;
+    let url = s.ok("GET", "/api/triggers/declared:gh/url", None).await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let send = |secret: &'static [u8], id: &'static str| {
+        let body = br#"{"action": "opened"}"#;
+        let sig = format!("sha256={}", hmac_hex(secret, &[body]).expect("hmac"));
+        s.http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sig)
+            .header("x-github-delivery", id)
+            .body(&body[..])
+            .send()
+    };
+    assert_eq!(send(b"hook-Secret-one", "d-1").await.unwrap().status(), 202);
+    assert_eq!(send(b"wrong-secret", "d-2").await.unwrap().status(), 401);
+    // Rotating the credential changes the secret at once.
+    let c = s.ok("GET", "/api/credentials", None).await;
+    let cid = c[0]["id"].as_str().unwrap().to_string();
+    s.ok(
+        "POST",
+        &format!("/api/credentials/{cid}/rotate"),
+        Some(json!({"data": {"key": "hook-Secret-two"}, "merge": true})),
+    )
+    .await;
+    assert_eq!(send(b"hook-Secret-one", "d-3").await.unwrap().status(), 401);
+    assert_eq!(send(b"hook-Secret-two", "d-4").await.unwrap().status(), 202);
+    // A new version that changes the settings keeps the URL.
+    doc["triggers"][0]["config"]["methods"] = json!(["POST", "PUT"]);
+    s.ok(
+        "POST",
+        "/api/workflows/declared/versions",
+        Some(json!({"document": doc.clone()})),
+    )
+    .await;
+    let same = s.ok("GET", "/api/triggers/declared:gh/url", None).await;
+    assert_eq!(same["url"], url.as_str());
+    // Removed: the URL stops working. Declared again: a new URL that works.
+    let mut without = doc.clone();
+    without["triggers"] = json!([]);
+    s.ok(
+        "POST",
+        "/api/workflows/declared/versions",
+        Some(json!({"document": without})),
+    )
+    .await;
+    assert_eq!(send(b"hook-Secret-two", "d-5").await.unwrap().status(), 404);
+    doc["triggers"][0]["config"]["methods"] = json!(["POST"]);
+    s.ok(
+        "POST",
+        "/api/workflows/declared/versions",
+        Some(json!({"document": doc})),
+    )
+    .await;
+    let again = s.ok("GET", "/api/triggers/declared:gh/url", None).await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(again, url);
+    let body = br#"{"action": "opened"}"#;
+    let sig = format!(
+        "sha256={}",
+        hmac_hex(b"hook-Secret-two", &[body]).expect("hmac")
+    );
+    let res = s
+        .http
+        .post(&again)
+        .header("x-hub-signature-256", sig)
+        .header("x-github-delivery", "d-6")
+        .body(&body[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    // A deleted credential makes the webhook answer 503 rather than accept unsigned requests.
+    s.ok("DELETE", &format!("/api/credentials/{cid}"), None)
+        .await;
+    let sig = format!(
+        "sha256={}",
+        hmac_hex(b"hook-Secret-two", &[body]).expect("hmac")
+    );
+    let res = s
+        .http
+        .post(&again)
+        .header("x-hub-signature-256", sig)
+        .header("x-github-delivery", "d-7")
+        .body(&body[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(runs_of(&s, "declared").await, 3);
+    s.stop().await;
+}
 
 async fn multipart_bodies_reach_the_run(b: Backend) {
     let s = TestServer::start(b).await;

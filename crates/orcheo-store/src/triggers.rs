@@ -106,6 +106,11 @@ impl Store {
     /// Makes a trigger.
     pub async fn create_trigger(&self, t: NewTrigger) -> Result<TriggerRecord, StoreError> {
         let now = now_ms();
+        // A document may declare again a trigger it once removed: drop the old tombstone.
+        sqlx::query("DELETE FROM triggers WHERE id = $1 AND deleted_at IS NOT NULL")
+            .bind(t.id.as_str())
+            .execute(&self.inner.write)
+            .await?;
         sqlx::query(
             "INSERT INTO triggers (id, workflow_id, version, kind, config, secret, token, created_by, created_at, updated_at, next_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
         )

@@ -613,6 +613,11 @@ pub enum TriggerCommand {
     /// Make a trigger: `--cron EXPR` (with `--timezone`), `--webhook` (with `--signature`) or
     /// `--poll URL` (with `--items`, `--key`, `--interval`, `--auth`).
     Create(Box<CreateTrigger>),
+    /// The URL of a webhook trigger (also one declared in a document).
+    Url {
+        /// Trigger id, e.g. `order-routing:shop-webhook`.
+        id: String,
+    },
     /// Poll a polling trigger now and show what it found.
     Poll {
         /// Trigger id.
@@ -809,6 +814,15 @@ pub async fn trigger(cmd: TriggerCommand, r: Remote) -> Result<u8> {
                 if let Some(n) = v["next_at"].as_str() {
                     crate::out(&format!("next: {n}"));
                 }
+            }
+            Ok(exit::OK)
+        }
+        TriggerCommand::Url { id } => {
+            let v = c.get(&format!("/api/triggers/{}/url", enc(&id))).await?;
+            if r.json {
+                crate::out(&pretty(&v));
+            } else {
+                crate::out(v["url"].as_str().unwrap_or(""));
             }
             Ok(exit::OK)
         }

@@ -456,6 +456,20 @@ fn trigger_and_retry_commands() {
         out.contains("/hooks/") && out.contains("signing secret"),
         "{out}"
     );
+    let hook_id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("trigger "))
+        .expect("id")
+        .trim()
+        .to_string();
+    let url_line = out
+        .lines()
+        .find(|l| l.starts_with("url: "))
+        .expect("url")
+        .to_string();
+    let (code, out, err) = cli(&s, key, &["trigger", "url", &hook_id]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(format!("url: {}", out.trim()), url_line);
     let (code, _, err) = cli(
         &s,
         key,

@@ -99,6 +99,7 @@ pub fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::list_audit))
         .routes(routes!(crate::triggers::webhook::create_webhook))
         .routes(routes!(crate::triggers::webhook::list_triggers))
+        .routes(routes!(crate::triggers::webhook::webhook_url))
         .routes(routes!(crate::triggers::cron::create_cron))
         .routes(routes!(crate::triggers::cron::next_fires))
         .routes(routes!(crate::vault::readiness::readiness))

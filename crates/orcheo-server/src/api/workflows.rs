@@ -175,7 +175,7 @@ async fn add_checked_version(
     rename: bool,
 ) -> ApiResult<(VersionRecord, bool, Vec<validate::Problem>)> {
     let (doc, warnings) = check_document(st, doc)?;
-    crate::triggers::cron::declared(&doc)?;
+    crate::triggers::declared::declared(st, &doc)?;
     let (v, created) = st
         .store
         .add_version(
@@ -190,7 +190,7 @@ async fn add_checked_version(
         )
         .await?;
     if created {
-        crate::triggers::cron::sync_declared(st, id, &doc, actor).await?;
+        crate::triggers::declared::sync(st, id, &doc, actor).await?;
     }
     let mut warnings = warnings;
     let needs = crate::vault::readiness::needs(st, &doc, id, actor).await?;
@@ -253,7 +253,7 @@ pub async fn create_workflow(
     ApiJson(body): ApiJson<CreateWorkflow>,
 ) -> ApiResult<(StatusCode, Json<WorkflowDetail>)> {
     let (doc, warnings) = check_document(&st, &body.document)?;
-    crate::triggers::cron::declared(&doc)?;
+    crate::triggers::declared::declared(&st, &doc)?;
     let id = match body.id {
         Some(id) => {
             check_id(&id)?;
@@ -278,7 +278,7 @@ pub async fn create_workflow(
             },
         })
         .await?;
-    crate::triggers::cron::sync_declared(&st, &wf.id, &doc, &p.actor()).await?;
+    crate::triggers::declared::sync(&st, &wf.id, &doc, &p.actor()).await?;
     let mut warnings = warnings;
     let needs = crate::vault::readiness::needs(&st, &doc, &wf.id, &p.actor()).await?;
     warnings.extend(crate::vault::readiness::as_warnings(&doc, &needs));

@@ -3,6 +3,7 @@
 //! (docs/design/0003-triggers.md).
 
 pub mod cron;
+pub mod declared;
 pub mod polling;
 pub mod ratelimit;
 pub mod schedule;

@@ -121,6 +121,12 @@ pub struct PollingConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub input: Option<Value>,
+    /// Take the secret `auth` sends from this vault credential (read at each poll).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_credential: Option<String>,
+    /// The credential's field holding it (needed when it has several secret fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_field: Option<String>,
 }
 
 fn default_interval() -> u64 {
@@ -186,8 +192,12 @@ impl PollingConfig {
         if self.input.as_ref().is_some_and(|i| !i.is_object()) {
             return Err("input must be a JSON object".into());
         }
+        let has_secret = has_secret || self.secret_credential.is_some();
+        if self.secret_field.is_some() && self.secret_credential.is_none() {
+            return Err("secret_field needs secret_credential".into());
+        }
         match (&self.auth, has_secret) {
-            (Some(_), false) => Err("auth needs a secret: give `secret` with the trigger".into()),
+            (Some(_), false) => Err("auth needs a secret: give `secret` with the trigger, or `secret_credential` naming a vault credential".into()),
             (None, true) => Err("a secret without auth would never be sent: say how with `auth` (bearer, basic, header or query)".into()),
             _ => Ok(url),
         }
@@ -241,6 +251,18 @@ pub async fn create_polling(
 ) -> ApiResult<(StatusCode, Json<TriggerRecord>)> {
     st.store.get_workflow(&body.workflow_id).await?;
     let secret = body.secret.filter(|s| !s.is_empty());
+    if secret.is_some() && body.config.secret_credential.is_some() {
+        return Err(ApiError::invalid(
+            "give either `secret` or `secret_credential`, not both",
+            None,
+        ));
+    }
+    if let Some(name) = &body.config.secret_credential {
+        st.vault
+            .credential_secret(name, body.config.secret_field.as_deref())
+            .await
+            .map_err(|e| ApiError::invalid(e, None))?;
+    }
     let url = body
         .config
         .check(&st, secret.is_some())
@@ -398,14 +420,37 @@ pub async fn poll_once(st: &AppState, t: &TriggerRecord) -> ApiResult<PollOutcom
     let _e = span.enter();
     let cfg: PollingConfig = serde_json::from_value(t.config.clone())
         .map_err(|e| ApiError::internal(format!("unreadable polling settings: {e}")))?;
-    // The secret is sealed in the row; open it for this poll only.
+    // The secret is sealed in the row, or kept in a vault credential: open it for this poll.
     let mut opened = t.clone();
-    opened.secret = t
-        .secret
-        .as_deref()
-        .map(|s| st.vault.open_trigger_secret(&t.id, s))
-        .transpose()
-        .map_err(|e| ApiError::internal(format!("the trigger's secret cannot be read: {e}")))?;
+    opened.secret = match &cfg.secret_credential {
+        Some(name) => match st
+            .vault
+            .credential_secret(name, cfg.secret_field.as_deref())
+            .await
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                // Recorded like a failed poll, so the trigger shows why.
+                let mut state: PollState =
+                    serde_json::from_value(t.state.clone()).unwrap_or_default();
+                state.last_polled_at = Some(Utc::now());
+                state.failures = state.failures.saturating_add(1);
+                state.last_error = Some(e.clone());
+                let shown = serde_json::to_value(&state).map_err(ApiError::internal)?;
+                st.store.save_poll_state(&t.id, &shown, &t.seen).await?;
+                return Ok(PollOutcome {
+                    error: Some(e),
+                    ..PollOutcome::default()
+                });
+            }
+        },
+        None => t
+            .secret
+            .as_deref()
+            .map(|s| st.vault.open_trigger_secret(&t.id, s))
+            .transpose()
+            .map_err(|e| ApiError::internal(format!("the trigger's secret cannot be read: {e}")))?,
+    };
     let t = &opened;
     let mut state: PollState = serde_json::from_value(t.state.clone()).unwrap_or_default();
     let now = Utc::now();

@@ -49,6 +49,13 @@ pub struct WebhookConfig {
     /// Requests per second this trigger accepts (per server); more get `429` with `Retry-After`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<super::ratelimit::RateLimit>,
+    /// Take the signing secret from this vault credential (read at each request, so a rotation
+    /// applies at once); the way webhooks declared in documents get a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_credential: Option<String>,
+    /// The credential's field holding the secret (needed when it has several secret fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_field: Option<String>,
 }
 
 /// Wait for the run and answer with a node's output: `{"status": 201, "headers": {...},
@@ -114,18 +121,8 @@ pub struct TriggerQuery {
     workflow_id: Option<String>,
 }
 
-/// Makes a webhook trigger: an unguessable URL that starts a run per accepted request.
-#[utoipa::path(post, path = "/api/triggers/webhook", tag = "triggers", request_body = CreateWebhook,
-    security(("api_key" = ["triggers:manage"])),
-    responses((status = 201, body = CreatedWebhook), (status = 404, body = Problem), (status = 422, body = Problem),
-              (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn create_webhook(
-    Need(p, _): Need<TriggersManage>,
-    State(st): State<AppState>,
-    ApiJson(body): ApiJson<CreateWebhook>,
-) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
-    st.store.get_workflow(&body.workflow_id).await?;
-    let cfg = body.config;
+/// Checks a webhook's settings (from the API or a document) and normalises its methods.
+pub fn check_config(cfg: WebhookConfig) -> ApiResult<WebhookConfig> {
     let mut methods = Vec::new();
     for m in &cfg.methods {
         let up = m.trim().to_ascii_uppercase();
@@ -166,7 +163,47 @@ pub async fn create_webhook(
             None,
         ));
     }
+    if cfg.secret_credential.is_some() && cfg.signature.is_none() {
+        return Err(ApiError::invalid(
+            "a secret_credential without a signature scheme is never checked; set `signature`",
+            None,
+        ));
+    }
+    if cfg.secret_field.is_some() && cfg.secret_credential.is_none() {
+        return Err(ApiError::invalid(
+            "secret_field needs secret_credential",
+            None,
+        ));
+    }
+    Ok(WebhookConfig { methods, ..cfg })
+}
+
+/// Makes a webhook trigger: an unguessable URL that starts a run per accepted request.
+#[utoipa::path(post, path = "/api/triggers/webhook", tag = "triggers", request_body = CreateWebhook,
+    security(("api_key" = ["triggers:manage"])),
+    responses((status = 201, body = CreatedWebhook), (status = 404, body = Problem), (status = 422, body = Problem),
+              (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn create_webhook(
+    Need(p, _): Need<TriggersManage>,
+    State(st): State<AppState>,
+    ApiJson(body): ApiJson<CreateWebhook>,
+) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
+    st.store.get_workflow(&body.workflow_id).await?;
+    let cfg = check_config(body.config)?;
+    if let Some(name) = &cfg.secret_credential {
+        if body.secret.is_some() {
+            return Err(ApiError::invalid(
+                "give either `secret` or `secret_credential`, not both",
+                None,
+            ));
+        }
+        st.vault
+            .credential_secret(name, cfg.secret_field.as_deref())
+            .await
+            .map_err(|e| ApiError::invalid(e, None))?;
+    }
     let (secret, shown) = match (&cfg.signature, body.secret) {
+        (Some(_), None) if cfg.secret_credential.is_some() => (None, None),
         (None, Some(_)) => {
             return Err(ApiError::invalid(
                 "a secret without a signature scheme is never checked; set `signature`",
@@ -198,7 +235,7 @@ pub async fn create_webhook(
         }
         (Some(_), Some(s)) => (Some(s), None),
     };
-    let config = WebhookConfig { methods, ..cfg };
+    let config = cfg;
     let token = orcheo_store::random_token(32)?;
     let id = uuid::Uuid::now_v7().to_string();
     let secret = secret
@@ -234,6 +271,37 @@ pub async fn create_webhook(
             secret_once: shown,
         }),
     ))
+}
+
+/// A webhook's address.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WebhookUrl {
+    /// The URL senders call. Keep it secret: it is the trigger's address.
+    pub url: String,
+}
+
+/// The URL of a webhook trigger (for webhooks declared in documents, whose URL is made when the
+/// version is pushed).
+#[utoipa::path(get, path = "/api/triggers/{id}/url", tag = "triggers",
+    params(("id" = String, Path, description = "Trigger id")),
+    security(("api_key" = ["triggers:manage"])),
+    responses((status = 200, body = WebhookUrl), (status = 404, body = Problem), (status = 422, body = Problem),
+              (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn webhook_url(
+    _: Need<TriggersManage>,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<WebhookUrl>> {
+    let t = st.store.get_trigger(&id).await?;
+    match t.token {
+        Some(token) if t.kind == "webhook" => Ok(Json(WebhookUrl {
+            url: format!("{}/hooks/{token}", st.base_url),
+        })),
+        _ => Err(ApiError::invalid(
+            format!("trigger `{id}` is a {}, not a webhook", t.kind),
+            None,
+        )),
+    }
 }
 
 /// Triggers, newest first.
@@ -431,12 +499,24 @@ async fn accept(
     }
     let mut message_id = None;
     if let Some(scheme) = &cfg.signature {
-        let secret = match &t.secret {
-            Some(stored) => st.vault.open_trigger_secret(&t.id, stored).map_err(|e| {
+        let secret = match (&cfg.secret_credential, &t.secret) {
+            (Some(name), _) => st
+                .vault
+                .credential_secret(name, cfg.secret_field.as_deref())
+                .await
+                .map_err(|e| {
+                    tracing::error!(trigger_id = %t.id, error = %e, "the webhook's signing secret is unavailable");
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "webhook_unavailable",
+                        "this webhook's signing secret is unavailable; its owner must fix the credential",
+                    )
+                })?,
+            (None, Some(stored)) => st.vault.open_trigger_secret(&t.id, stored).map_err(|e| {
                 tracing::error!(trigger_id = %t.id, error = %e, "the webhook's signing secret does not open");
                 ApiError::internal("the webhook's signing secret cannot be read; see the server log")
             })?,
-            None => String::new(),
+            (None, None) => String::new(),
         };
         let now = chrono::Utc::now().timestamp();
         let v = signature::verify(

@@ -210,6 +210,57 @@ impl Vault {
         }
     }
 
+    /// One secret string of a credential, for triggers that take their secret from the vault:
+    /// `field` names it, or the type's only secret field that is set is used. The error says
+    /// what is wrong without the value.
+    pub async fn credential_secret(
+        &self,
+        name: &str,
+        field: Option<&str>,
+    ) -> Result<String, String> {
+        let rec = self
+            .store
+            .credential_by_name(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("credential `{name}` does not exist"))?;
+        if rec.expires_at.is_some_and(|e| e <= chrono::Utc::now()) {
+            return Err(format!("credential `{name}` has expired"));
+        }
+        let data = self
+            .open(&rec.id, rec.version)
+            .await
+            .map_err(|e| format!("credential `{name}` cannot be opened: {e}"))?;
+        let ty = orcheo_vault::types::get(&rec.kind)
+            .ok_or_else(|| format!("credential `{name}` has an unknown type"))?;
+        let pick = |f: &str| {
+            data.get(f)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        match field {
+            Some(f) => pick(f)
+                .map(str::to_string)
+                .ok_or_else(|| format!("credential `{name}` has no text field `{f}`")),
+            None => {
+                let set: Vec<&str> = ty
+                    .secret_fields
+                    .iter()
+                    .copied()
+                    .filter(|f| pick(f).is_some())
+                    .collect();
+                match set.as_slice() {
+                    [one] => Ok(pick(one).unwrap_or_default().to_string()),
+                    [] => Err(format!("credential `{name}` has no secret set")),
+                    many => Err(format!(
+                        "credential `{name}` has several secrets ({}); say which with secret_field",
+                        many.join(", ")
+                    )),
+                }
+            }
+        }
+    }
+
     /// Opens one stored version. An unknown key id makes a file-based keyring re-read its file
     /// once (another process may have rotated the key).
     pub async fn open(&self, id: &str, version: i64) -> Result<Value, OpenError> {
