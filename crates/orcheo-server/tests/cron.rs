@@ -85,7 +85,7 @@ async fn schedules_declared_in_documents_follow_versions(b: Backend) {
 
 async fn overlap_queue_one_and_cancel_previous(b: Backend) {
     let s = TestServer::start(b).await;
-    s.push("q", sleeper(20_000)).await;
+    s.push("q", sleeper(2_500)).await;
     s.ok(
         "POST",
         "/api/triggers/cron",
@@ -102,8 +102,34 @@ async fn overlap_queue_one_and_cancel_previous(b: Backend) {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(4200)).await;
-    let q = cron_runs(&s, "q").await;
-    assert_eq!(q.len(), 2, "one running, one queued behind it: {}", q.len());
+    // queue_one: the first run takes 2.5 s; one tick waits and starts when it ends, the
+    // others are dropped, so two runs exist and they never overlap.
+    let mut q = cron_runs(&s, "q").await;
+    assert_eq!(q.len(), 2, "one ran, one queued behind it: {q:?}");
+    q.sort_by_key(|r| r["created_at"].as_str().unwrap_or("").to_string());
+    let first = s
+        .ok(
+            "GET",
+            &format!("/api/runs/{}", q[0]["id"].as_str().unwrap_or("")),
+            None,
+        )
+        .await;
+    let second = s
+        .ok(
+            "GET",
+            &format!("/api/runs/{}", q[1]["id"].as_str().unwrap_or("")),
+            None,
+        )
+        .await;
+    assert_eq!(first["status"], "completed", "{first}");
+    let ended: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(first["finished_at"].clone()).expect("finished");
+    let began: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(second["created_at"].clone()).expect("created");
+    assert!(
+        began >= ended,
+        "the queued tick waited for the first run: {first} {second}"
+    );
     let c = cron_runs(&s, "c").await;
     assert!(c.len() >= 3, "a run per tick: {}", c.len());
     let still: Vec<&Value> = c

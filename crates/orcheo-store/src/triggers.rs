@@ -240,6 +240,27 @@ impl Store {
         rows.iter().map(trigger_row).collect()
     }
 
+    /// Replaces a trigger's shown state (a schedule's queued tick); `null` clears it.
+    pub async fn set_trigger_state(&self, id: &str, state: &Value) -> Result<(), StoreError> {
+        let text = (!state.is_null()).then(|| state.to_string());
+        sqlx::query("UPDATE triggers SET state = $1 WHERE id = $2")
+            .bind(text)
+            .bind(id)
+            .execute(&self.inner.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Schedules holding a queued tick (overlap `queue_one`), enabled and not deleted.
+    pub async fn queued_schedules(&self) -> Result<Vec<TriggerRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM triggers WHERE kind = 'cron' AND state IS NOT NULL AND enabled = 1 AND deleted_at IS NULL",
+        )
+        .fetch_all(&self.inner.read)
+        .await?;
+        rows.iter().map(trigger_row).collect()
+    }
+
     /// Saves what a poll saw and the keys it has started runs for.
     pub async fn save_poll_state(
         &self,

@@ -23,7 +23,8 @@ pub enum Overlap {
     /// Do not start another run.
     #[default]
     Skip,
-    /// Start one more only when none is queued.
+    /// Keep one tick waiting (in the trigger's state) and fire it when the previous run ends;
+    /// further ticks meanwhile are dropped.
     QueueOne,
     /// Start it anyway.
     Allow,
@@ -192,8 +193,27 @@ pub async fn run_scheduler(st: AppState, stop: tokio_util::sync::CancellationTok
     }
 }
 
-/// Fires every schedule due at `now`.
+/// Fires every schedule due at `now`, and queued ticks whose previous run has ended.
 pub async fn tick(st: &AppState, now: DateTime<Utc>) -> ApiResult<()> {
+    for t in st.store.queued_schedules().await? {
+        let Some(at) = t.state["queued"]
+            .as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        else {
+            st.store.set_trigger_state(&t.id, &Value::Null).await?;
+            continue;
+        };
+        if !st.store.active_trigger_runs(&t.id).await?.is_empty() {
+            continue;
+        }
+        let Ok(cfg) = serde_json::from_value::<CronConfig>(t.config.clone()) else {
+            continue;
+        };
+        // Run first, then clear: a crash in between re-fires the same tick, which its
+        // idempotency key folds into the run already made.
+        start_tick_run(st, &t, &cfg, at.with_timezone(&Utc)).await?;
+        st.store.set_trigger_state(&t.id, &Value::Null).await?;
+    }
     for t in st.store.due_triggers("cron", now).await? {
         let span =
             tracing::info_span!("schedule", trigger_id = %t.id, workflow_id = %t.workflow_id);
@@ -241,7 +261,17 @@ async fn fire_once(
             tracing::info!(scheduled_for = %at, "previous run still going; tick skipped");
             return Ok(());
         }
-        Overlap::QueueOne if active.len() > 1 => return Ok(()),
+        Overlap::QueueOne if !active.is_empty() => {
+            if t.state.get("queued").is_none() {
+                tracing::info!(scheduled_for = %at, "previous run still going; tick queued");
+                st.store
+                    .set_trigger_state(&t.id, &json!({"queued": at.to_rfc3339()}))
+                    .await?;
+            } else {
+                tracing::info!(scheduled_for = %at, "a tick is already queued; tick dropped");
+            }
+            return Ok(());
+        }
         Overlap::CancelPrevious => {
             for id in &active {
                 let _ = st
@@ -255,6 +285,16 @@ async fn fire_once(
         }
         _ => {}
     }
+    start_tick_run(st, t, cfg, at).await
+}
+
+/// Creates the run of one tick (idempotency key `cron:<trigger>:<tick ms>`).
+async fn start_tick_run(
+    st: &AppState,
+    t: &TriggerRecord,
+    cfg: &CronConfig,
+    at: DateTime<Utc>,
+) -> ApiResult<()> {
     let version = match t.version {
         Some(v) => v,
         None => st.store.get_workflow(&t.workflow_id).await?.latest_version,
