@@ -1,71 +1,12 @@
 //! The CLI as a client of a real `orcheo serve` subprocess, and `orcheo api-key` on its data
 //! directory.
 
+mod support;
+
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_orcheo");
-
-struct Serve {
-    child: Child,
-    base: String,
-    key: String,
-    dir: PathBuf,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn serve() -> Serve {
-    let dir = std::env::temp_dir().join(format!(
-        "orcheo-cli-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    let mut child = Command::new(BIN)
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(&dir)
-        .env_remove("ORCHEO_DATABASE_URL")
-        .env("ORCHEO_LOG", "warn")
-        .env("ORCHEO_HTTP_ALLOW", "127.0.0.1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let (mut base, mut key, mut next) = (String::new(), String::new(), false);
-    for line in lines.by_ref() {
-        let line = line.expect("line");
-        if next {
-            key = line.trim().to_string();
-            next = false;
-        }
-        if let Some(rest) = line.strip_prefix("Orcheo is running at ") {
-            base = rest.split_whitespace().next().unwrap_or("").to_string();
-        }
-        next |= line.contains("It is shown only now");
-        if line.starts_with("Press Ctrl-C") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Serve {
-        child,
-        base,
-        key,
-        dir,
-    }
-}
+use std::process::{Command, Stdio};
+use support::*;
 
 fn cli(s: &Serve, key: Option<&str>, args: &[&str]) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
@@ -86,30 +27,8 @@ fn cli(s: &Serve, key: Option<&str>, args: &[&str]) -> (i32, String, String) {
 
 /// A one-route JSON source on 127.0.0.1 that records each request's head.
 fn json_source(body: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/items", l.local_addr().expect("addr"));
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let mut head = Vec::new();
-            let mut b = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).map(|n| n == 1).unwrap_or(false) {
-                head.push(b[0]);
-            }
-            log.lock()
-                .expect("log")
-                .push(String::from_utf8_lossy(&head).into_owned());
-            let _ = write!(
-                c,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    (url, seen)
+    let (base, seen) = http_service(move |_| ("200 OK".into(), body.into()));
+    (format!("{base}/items"), seen)
 }
 
 /// Runs the CLI with `input` on standard input.

@@ -1,72 +1,12 @@
 //! `orcheo credential …` against a real `orcheo serve` subprocess: secrets go in on standard input
 //! only, never appear in any output, and `credential test` reaches a local service.
 
+mod support;
+
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-
-const BIN: &str = env!("CARGO_BIN_EXE_orcheo");
-
-struct Serve {
-    child: Child,
-    base: String,
-    key: String,
-    dir: PathBuf,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn serve() -> Serve {
-    let dir = std::env::temp_dir().join(format!(
-        "orcheo-cli-cred-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    let mut child = Command::new(BIN)
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(&dir)
-        .env_remove("ORCHEO_DATABASE_URL")
-        .env("ORCHEO_LOG", "warn")
-        .env("ORCHEO_HTTP_ALLOW", "127.0.0.1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let (mut base, mut key, mut next) = (String::new(), String::new(), false);
-    for line in lines.by_ref() {
-        let line = line.expect("line");
-        if next {
-            key = line.trim().to_string();
-            next = false;
-        }
-        if let Some(rest) = line.strip_prefix("Orcheo is running at ") {
-            base = rest.split_whitespace().next().unwrap_or("").to_string();
-        }
-        next |= line.contains("It is shown only now");
-        if line.starts_with("Press Ctrl-C") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Serve {
-        child,
-        base,
-        key,
-        dir,
-    }
-}
+use std::io::Write;
+use std::process::{Command, Stdio};
+use support::*;
 
 /// Runs the CLI and keeps every argument list and every output, to check for secrets at the end.
 struct Cli<'a> {
@@ -115,37 +55,17 @@ impl Cli<'_> {
 
 /// A service on 127.0.0.1 that answers 200 only to `Authorization: Bearer <good>` and records the
 /// request heads.
-fn service(good: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", l.local_addr().expect("addr"));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let mut head = Vec::new();
-            let mut b = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).map(|n| n == 1).unwrap_or(false) {
-                head.push(b[0]);
-            }
-            let head = String::from_utf8_lossy(&head).into_owned();
-            let ok = head
-                .lines()
-                .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {good}")));
-            log.lock().expect("log").push(head);
-            let (status, body) = if ok {
-                ("200 OK", r#"{"login": "orcheo"}"#)
-            } else {
-                ("401 Unauthorized", r#"{"message": "Bad credentials"}"#)
-            };
-            let _ = write!(
-                c,
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
+fn service(good: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    http_service(move |head| {
+        if header(head, "authorization").as_deref() == Some(&format!("Bearer {good}")) {
+            ("200 OK".into(), r#"{"login": "orcheo"}"#.into())
+        } else {
+            (
+                "401 Unauthorized".into(),
+                r#"{"message": "Bad credentials"}"#.into(),
+            )
         }
-    });
-    (url, seen)
+    })
 }
 
 #[test]

@@ -8,6 +8,8 @@
 //! The examples must stay canonical (parse + re-serialise gives the same text). To rewrite them
 //! in canonical form after an edit: `ORCHEO_BLESS_EXAMPLES=1 cargo test -p orcheo --test examples`.
 
+mod support;
+
 use orcheo_core::Workflow;
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
@@ -1564,39 +1566,22 @@ fn order_ledger_writes_only_inside_the_files_directory() {
 
 /// A rates API on 127.0.0.1 that fails its first `failures` requests with 503.
 fn rates_api(failures: usize) -> (String, std::sync::Arc<AtomicUsize>) {
-    use std::io::{Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let base = format!("http://{}", l.local_addr().expect("addr"));
     let hits = std::sync::Arc::new(AtomicUsize::new(0));
     let count = hits.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let mut head = Vec::new();
-            let mut b = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).map(|n| n == 1).unwrap_or(false) {
-                head.push(b[0]);
-            }
-            let n = count.fetch_add(1, Ordering::SeqCst);
-            let head = String::from_utf8_lossy(&head);
-            let (status, body) = if n < failures {
-                (
-                    "503 Service Unavailable",
-                    "{\"error\": \"busy\"}".to_string(),
-                )
-            } else if head.starts_with("GET /rates/EUR?base=USD ") {
-                ("200 OK", "{\"rate\": 0.5}".to_string())
-            } else {
-                (
-                    "404 Not Found",
-                    "{\"error\": \"unknown currency\"}".to_string(),
-                )
-            };
-            let _ = write!(
-                c,
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
+    let (base, _) = support::http_service(move |head| {
+        let n = count.fetch_add(1, Ordering::SeqCst);
+        if n < failures {
+            (
+                "503 Service Unavailable".into(),
+                r#"{"error": "busy"}"#.into(),
+            )
+        } else if head.starts_with("GET /rates/EUR?base=USD ") {
+            ("200 OK".into(), r#"{"rate": 0.5}"#.into())
+        } else {
+            (
+                "404 Not Found".into(),
+                r#"{"error": "unknown currency"}"#.into(),
+            )
         }
     });
     (base, hits)

@@ -4,109 +4,37 @@
 //! database (the SQLite files, or every PostgreSQL table), the server log, the event stream and
 //! every API response are searched for the secret, raw, base64 and URL-encoded: it is nowhere.
 
+mod support;
+
 use orcheo_store::Backend;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_orcheo");
 /// Characters that differ in every encoding: `/`, `+`, `=`, `&`, `%`.
 const SECRET: &str = "sk_live/Zq8+Lw=&x9%QpR7";
-
-struct Serve {
-    child: Child,
-    base: String,
-    key: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(data: &Path, db: Option<&str>, log: &Path) -> Serve {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--port", "0", "--data-dir"])
-        .arg(data)
-        .env("ORCHEO_LOG", "debug")
-        .env("ORCHEO_HTTP_ALLOW", "127.0.0.1")
-        .env_remove("ORCHEO_DATABASE_URL")
-        .env_remove("ORCHEO_VAULT_KEY")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).expect("log file"));
-    if let Some(db) = db {
-        cmd.env("ORCHEO_DATABASE_URL", db);
-    }
-    let mut child = cmd.spawn().expect("orcheo serve starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let (mut base, mut key, mut next) = (String::new(), String::new(), false);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for line in lines.by_ref() {
-        let line = line.expect("line");
-        if next {
-            key = line.trim().to_string();
-            next = false;
-        }
-        if let Some(rest) = line.strip_prefix("Orcheo is running at ") {
-            base = rest.split_whitespace().next().unwrap_or("").to_string();
-        }
-        next |= line.contains("It is shown only now");
-        if line.starts_with("Press Ctrl-C") || Instant::now() > deadline {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Serve { child, base, key }
-}
 
 /// A service on 127.0.0.1 that echoes the Authorization header: `/echo` in a JSON body (raw,
 /// base64 and URL-encoded), `/fail` in a 500 answer. Records what it received.
 fn echo_service() -> (String, Arc<Mutex<Vec<String>>>) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let base = format!("http://{}", l.local_addr().expect("addr"));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let mut head = Vec::new();
-            let mut b = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).map(|n| n == 1).unwrap_or(false) {
-                head.push(b[0]);
-            }
-            let head = String::from_utf8_lossy(&head).into_owned();
-            log.lock().expect("log").push(head.clone());
-            let auth = head
-                .lines()
-                .find_map(|l| {
-                    l.split_once(':')
-                        .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-                        .map(|(_, v)| v.trim().to_string())
-                })
-                .unwrap_or_default();
-            let token = auth.trim_start_matches("Bearer ").to_string();
-            let (status, body) = if head.starts_with("GET /fail") {
-                ("500 Internal Server Error", format!("denied for {auth}"))
-            } else {
-                (
-                    "200 OK",
-                    json!({"auth": auth, "b64": b64(&token), "url": url_encode(&token)})
-                        .to_string(),
-                )
-            };
-            let _ = write!(
-                c,
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
+    http_service(|head| {
+        let auth = header(head, "authorization").unwrap_or_default();
+        let token = auth.trim_start_matches("Bearer ").to_string();
+        if head.starts_with("GET /fail") {
+            (
+                "500 Internal Server Error".into(),
+                format!("denied for {auth}"),
+            )
+        } else {
+            (
+                "200 OK".into(),
+                json!({"auth": auth, "b64": b64(&token), "url": url_encode(&token)}).to_string(),
+            )
         }
-    });
-    (base, seen)
+    })
 }
 
 fn b64(s: &str) -> String {
@@ -212,7 +140,12 @@ async fn leak_test(backend: Backend) {
                 .expect("postgres"),
         ),
     };
-    let s = serve(&data, db.as_deref(), &log);
+    let s = serve_in(
+        &data,
+        db.as_deref(),
+        &[("ORCHEO_HTTP_ALLOW", "127.0.0.1")],
+        Some(&log),
+    );
     let http = reqwest::Client::new();
     let (echo, seen) = echo_service();
     let mut responses: Vec<(String, String)> = Vec::new();
