@@ -21,6 +21,6 @@ pub use engine::{Engine, EngineError, ResumeTarget, RunOptions, RunOutcome};
 pub use event::{Event, EventKind, EventSink};
 pub use graph::CompiledWorkflow;
 pub use node::{
-    Catalog, CredentialValue, Credentials, Node, NodeContext, NodeError, NodeOutput, NodeResult,
-    NodeSpec,
+    Catalog, CredentialSlot, CredentialValue, Credentials, Node, NodeContext, NodeError,
+    NodeOutput, NodeResult, NodeSpec,
 };

@@ -120,6 +120,21 @@ pub struct NodeExample {
     pub config: Value,
 }
 
+/// A credential a node type can use: the key in a node's `credentials` map, the credential
+/// types that fit it, and whether the node needs it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CredentialSlot {
+    /// The slot name (`"credentials": {"<slot>": "<credential name>"}`).
+    pub name: String,
+    /// Credential types that fit (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
+    /// Whether the node cannot run without it.
+    pub required: bool,
+    /// What the node uses it for.
+    pub description: String,
+}
+
 /// How a node type describes itself to the catalog, the canvas, the SDK and the docs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NodeSpec {
@@ -149,6 +164,9 @@ pub struct NodeSpec {
     pub raw_fields: Vec<String>,
     /// Example configurations.
     pub examples: Vec<NodeExample>,
+    /// Credentials the node can use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialSlot>,
 }
 
 impl NodeSpec {
@@ -171,7 +189,24 @@ impl NodeSpec {
             interrupts: false,
             raw_fields: Vec::new(),
             examples: Vec::new(),
+            credentials: Vec::new(),
         }
+    }
+    /// Declares a credential slot.
+    pub fn credential(
+        mut self,
+        name: &str,
+        types: &[&str],
+        required: bool,
+        description: &str,
+    ) -> Self {
+        self.credentials.push(CredentialSlot {
+            name: name.into(),
+            types: types.iter().map(|t| t.to_string()).collect(),
+            required,
+            description: description.into(),
+        });
+        self
     }
     /// Sets the icon name.
     pub fn icon(mut self, icon: &str) -> Self {

@@ -825,6 +825,42 @@ fn check_node(
         return;
     };
     let spec = catalog.spec(&n.node_type);
+    if let Some(spec) = spec {
+        let slots: Vec<&str> = spec.credentials.iter().map(|c| c.name.as_str()).collect();
+        for (slot, _) in n.credentials.iter() {
+            if !slots.contains(&slot.as_str()) {
+                p.push(Problem::error(
+                    format!("{base}/credentials/{slot}"),
+                    "node.credentials.unknown_slot",
+                    format!(
+                        "node `{}` ({}) has no credential slot `{slot}`",
+                        n.id, n.node_type
+                    ),
+                    if slots.is_empty() {
+                        format!("remove it: `{}` uses no credentials", n.node_type)
+                    } else {
+                        format!("use one of: {}", slots.join(", "))
+                    },
+                ));
+            }
+        }
+        for c in spec.credentials.iter().filter(|c| c.required) {
+            if n.credentials.get(&c.name).is_none() {
+                p.push(Problem::error(
+                    format!("{base}/credentials"),
+                    "node.credentials.missing",
+                    format!(
+                        "node `{}` ({}) needs a credential in slot `{}`",
+                        n.id, n.node_type, c.name
+                    ),
+                    format!(
+                        "add \"credentials\": {{\"{}\": \"<credential name>\"}}",
+                        c.name
+                    ),
+                ));
+            }
+        }
+    }
     let raw: &[String] = spec.map(|s| s.raw_fields.as_slice()).unwrap_or(&[]);
     let config = Value::Object(n.config.clone());
     if let Some(v) = catalog.validator(&n.node_type) {

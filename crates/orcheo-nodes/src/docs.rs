@@ -103,6 +103,26 @@ pub fn node_section(spec: &NodeSpec) -> String {
         }
         _ => out.push_str("No configuration.\n\n"),
     }
+    for c in &spec.credentials {
+        out.push_str(&format!(
+            "Credential slot `{}` ({}{}): {}\n\n",
+            c.name,
+            if c.required { "required" } else { "optional" },
+            if c.types.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; types {}",
+                    c.types
+                        .iter()
+                        .map(|t| format!("`{t}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+            c.description
+        ));
+    }
     let output = &spec.output_schema;
     match output.get("properties").and_then(Value::as_object) {
         Some(props) if !props.is_empty() => {

@@ -120,6 +120,12 @@ impl Node for HttpRequest {
             "Sends an HTTP request, with an optional credential from the vault in the `auth` slot; private and internal addresses need the operator's allowlist.",
         )
         .icon("globe")
+        .credential(
+            "auth",
+            &[],
+            false,
+            "applied to the request as its type says: bearer, basic, API key header or query, custom headers, OAuth2 (refreshed), or a service template",
+        )
         .example(
             "Fetch a JSON API with a bearer credential (\"credentials\": {\"auth\": \"shop-api\"})",
             json!({ "url": "https://api.example.com/orders/{{ state.order_id }}" }),

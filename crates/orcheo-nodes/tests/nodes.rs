@@ -432,3 +432,29 @@ fn docs_nodes_md_is_current() {
         );
     }
 }
+
+#[test]
+fn credential_slots_are_checked_against_the_node_type() {
+    let catalog = orcheo_nodes::catalog();
+    let doc = json!({"format": "orcheo.workflow/1", "name": "slots",
+        "nodes": [
+            {"id": "call", "type": "http_request", "config": {"url": "https://example.com"},
+             "credentials": {"oauth": "shop"}},
+            {"id": "set", "type": "set_variables", "config": {"values": {"a": 1}},
+             "credentials": {"auth": "shop"}}
+        ],
+        "edges": [{"source": "__start__", "target": "call"}, {"source": "call", "target": "set"},
+                  {"source": "set", "target": "__end__"}]});
+    let problems = orcheo_core::validate::validate_value(&doc, &catalog).unwrap_err();
+    let slot: Vec<_> = problems
+        .iter()
+        .filter(|p| p.code == "node.credentials.unknown_slot")
+        .collect();
+    assert_eq!(slot.len(), 2, "{problems:?}");
+    assert_eq!(slot[0].path, "/nodes/0/credentials/oauth");
+    assert_eq!(slot[0].fix, "use one of: auth");
+    assert!(slot[1].fix.contains("uses no credentials"), "{:?}", slot[1]);
+    let spec = catalog.spec("http_request").expect("spec");
+    assert_eq!(spec.credentials[0].name, "auth");
+    assert!(!spec.credentials[0].required);
+}
