@@ -167,21 +167,31 @@ impl NetPolicy {
 #[derive(Clone, Debug)]
 pub struct GuardedClient {
     client: reqwest::Client,
+    /// The same, but answering redirects instead of following them.
+    no_redirect: reqwest::Client,
     policy: Arc<NetPolicy>,
 }
 
 impl GuardedClient {
     /// A client with `policy` wired in (user agent, 10 s connect timeout, at most 10 redirects).
     pub fn new(policy: NetPolicy) -> Result<GuardedClient, String> {
-        let builder = reqwest::Client::builder()
-            .user_agent(concat!("orcheo/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(10));
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(concat!("orcheo/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(std::time::Duration::from_secs(10))
+        };
         let client = policy
-            .apply(builder, 10)
+            .apply(builder(), 10)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let no_redirect = builder()
+            .dns_resolver(Arc::new(Guarded(Arc::new(policy.clone()))))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(GuardedClient {
             client,
+            no_redirect,
             policy: Arc::new(policy),
         })
     }
@@ -199,6 +209,16 @@ impl GuardedClient {
     ) -> Result<reqwest::RequestBuilder, NetError> {
         self.policy.check_url(&url)?;
         Ok(self.client.request(method, url))
+    }
+
+    /// A request that answers a redirect with its 3xx response instead of following it.
+    pub fn request_no_redirect(
+        &self,
+        method: reqwest::Method,
+        url: reqwest::Url,
+    ) -> Result<reqwest::RequestBuilder, NetError> {
+        self.policy.check_url(&url)?;
+        Ok(self.no_redirect.request(method, url))
     }
 
     /// The client itself (resolver and redirect guards in place, but no URL check): for code
