@@ -321,6 +321,10 @@ pub struct SubWorkflowConfig {
     /// The child's input (default: an empty object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Value>,
+    /// A jq program picking this node's output from the child's final state, e.g.
+    /// `{score, tier}` (default: the whole state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 #[async_trait]
@@ -334,10 +338,20 @@ impl Node for SubWorkflow {
         )
         .icon("workflow")
         .interrupts()
-        .raw(&["workflow"])
+        .raw(&["workflow", "output"])
         .example("Enrich one lead", json!({ "workflow": { "path": "enrich-lead.json" }, "input": { "email": "{{ item.email }}" } }))
+        .example("Keep only the score", json!({ "workflow": { "id": "enrich-lead", "version": 2 }, "input": { "email": "{{ state.email }}" }, "output": "{score}" }))
     }
     fn check(&self, config: &Map<String, Value>) -> Vec<ConfigProblem> {
+        if let Some(Value::String(p)) = config.get("output") {
+            if let Err(e) = orcheo_core::jq::check(p) {
+                return vec![ConfigProblem {
+                    path: "/output".into(),
+                    message: format!("the output program does not compile: {e}"),
+                    fix: "write a jq program over the child's final state, e.g. `{score}`".into(),
+                }];
+            }
+        }
         match config.get("workflow").and_then(|w| w.get("inline")) {
             Some(doc) => match serde_json::from_value::<orcheo_core::Workflow>(doc.clone()) {
                 Ok(_) => Vec::new(),
@@ -354,7 +368,15 @@ impl Node for SubWorkflow {
         let c: SubWorkflowConfig = ctx.config_as()?;
         let input = c.input.unwrap_or_else(|| json!({}));
         match ctx.runtime.run_child(ctx, &c.workflow, input).await? {
-            ChildOutcome::Completed { state, .. } => Ok(NodeOutput::output(state).into()),
+            ChildOutcome::Completed { state, .. } => match &c.output {
+                None => Ok(NodeOutput::output(state).into()),
+                Some(p) => {
+                    let picked = orcheo_core::jq::run_one(p, &state).map_err(|e| {
+                        NodeError::new("expression", format!("node `{}`: output: {e}", ctx.node_id))
+                    })?;
+                    Ok(NodeOutput::output(picked).into())
+                }
+            },
             ChildOutcome::Waiting { run_id, interrupt } => Ok(NodeResult::Interrupt(Interrupt {
                 payload: json!({ "child_run_id": run_id, "interrupt": interrupt.payload }),
                 timeout_ms: interrupt.timeout_ms,

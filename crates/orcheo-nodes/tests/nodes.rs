@@ -386,6 +386,34 @@ async fn sub_workflow_runs_inline_children_per_item() {
 }
 
 #[tokio::test]
+async fn sub_workflow_output_picks_from_the_child_state() {
+    let h = h();
+    let child = json!({
+        "format": "orcheo.workflow/1", "name": "score",
+        "nodes": [ { "id": "d", "type": "set_variables", "config": { "values": { "score": "{{ input.v * 10 }}", "noise": "x" } } } ],
+        "edges": [ { "source": "__start__", "target": "d" } ]
+    });
+    let out = h
+        .one(
+            "sub_workflow",
+            json!({ "workflow": { "inline": child }, "input": { "v": 4 }, "output": "{score, high: (.score > 30)}" }),
+            json!({}),
+        )
+        .await;
+    assert_eq!(out.status, RunStatus::Completed, "{:?}", out.error);
+    assert_eq!(out.results["n"], json!({"score": 40, "high": true}));
+    let catalog = orcheo_nodes::catalog();
+    let bad = json!({"format": "orcheo.workflow/1", "name": "b",
+        "nodes": [{"id": "n", "type": "sub_workflow", "config": {"workflow": {"inline": child}, "output": "{score"}}],
+        "edges": [{"source": "__start__", "target": "n"}, {"source": "n", "target": "__end__"}]});
+    let problems = orcheo_core::validate::validate_value(&bad, &catalog).unwrap_err();
+    assert!(
+        problems.iter().any(|p| p.path.ends_with("/output")),
+        "{problems:?}"
+    );
+}
+
+#[tokio::test]
 async fn sub_workflow_by_id_needs_a_server() {
     let h = h();
     let out = h
