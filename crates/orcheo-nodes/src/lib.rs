@@ -2,6 +2,7 @@
 //! output, a category, a description and examples; [`catalog`] registers them all.
 
 mod core_nodes;
+mod data;
 pub mod docs;
 mod files;
 mod flow;
@@ -12,6 +13,7 @@ use orcheo_core::node::Catalog;
 use std::sync::Arc;
 
 pub use core_nodes::*;
+pub use data::*;
 pub use files::*;
 pub use flow::*;
 pub use http::*;
@@ -25,6 +27,7 @@ pub fn catalog() -> Catalog {
         .register(Merge)
         .register(Transform)
         .register(TemplateText)
+        .register(DataTransform)
         .register(Debug)
         .register(Delay)
         .register(Fail)

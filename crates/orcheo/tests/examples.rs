@@ -23,6 +23,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_orcheo");
 const COVERED: &[&str] = &[
     "approval-refund.json",
     "checkout-tax-inline.json",
+    "csv-sales-rollup.json",
     "enrich-lead.json",
     "exchange-rate-fetch.json",
     "expense-escalation.json",
@@ -354,7 +355,7 @@ fn every_example_is_covered() {
         "COVERED lists files that are not in examples/: {missing:?}"
     );
     assert!(
-        (12..=16).contains(&on_disk.len()),
+        (12..=18).contains(&on_disk.len()),
         "keep the examples a small set"
     );
 }
@@ -1269,6 +1270,32 @@ fn fan_in_inputs_arrive_in_document_order() {
         .keys()
         .collect();
     assert_eq!(keys, vec!["quote_dhl", "quote_ups", "quote_freight"]);
+}
+
+#[test]
+fn csv_sales_rollup_groups_and_ranks_regions() {
+    let s = Scratch::new("rollup");
+    let lines = json!([
+        {"region": "EU", "qty": 2, "price": 10, "status": "paid"},
+        {"region": "US", "qty": 1, "price": 99.5, "status": "paid"},
+        {"region": "EU", "qty": 3, "price": 4, "status": "paid"},
+        {"region": "US", "qty": 5, "price": 99.5, "status": "refunded"},
+        {"region": "APAC", "qty": 0, "price": 7, "status": "paid"}
+    ]);
+    let r = run_example(
+        "csv-sales-rollup.json",
+        Some(json!({ "lines": lines })),
+        &s,
+        &[],
+    );
+    r.expect_exit(0);
+    assert_eq!(
+        r.state()["regions"],
+        json!([
+            {"key": "US", "count": 1, "revenue": 99.5, "units": 1},
+            {"key": "EU", "count": 2, "revenue": 32, "units": 5}
+        ])
+    );
 }
 
 #[test]

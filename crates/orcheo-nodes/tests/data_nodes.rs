@@ -1,0 +1,103 @@
+//! The data nodes (`data_transform`, `text`, `datetime`, `crypto`, `csv`, `json`), run inside a
+//! small workflow on the real engine.
+
+use orcheo_core::checkpoint::MemoryCheckpointer;
+use orcheo_core::engine::{Engine, RunOptions, RunOutcome};
+use orcheo_core::Workflow;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+fn engine() -> Engine {
+    Engine::builder(orcheo_nodes::shared_catalog())
+        .checkpointer(Arc::new(MemoryCheckpointer::new()))
+        .build()
+}
+
+/// Runs one node of `node_type` with `config` on `input` (state starts empty).
+async fn one(node_type: &str, config: Value, input: Value) -> RunOutcome {
+    let engine = engine();
+    let doc: Workflow = serde_json::from_value(json!({
+        "format": "orcheo.workflow/1", "name": "t",
+        "nodes": [{ "id": "n", "type": node_type, "config": config }],
+        "edges": [{ "source": "__start__", "target": "n" }]
+    }))
+    .expect("parses");
+    let wf = engine.compile(doc).unwrap_or_else(|p| panic!("{p:#?}"));
+    engine
+        .start(&wf, input, RunOptions::default())
+        .await
+        .expect("starts")
+}
+
+/// The node's output, or its error message.
+async fn output(node_type: &str, config: Value, input: Value) -> Result<Value, String> {
+    let out = one(node_type, config, input).await;
+    match out.results.get("n") {
+        Some(v) if out.error.is_none() => Ok(v.clone()),
+        _ => Err(out
+            .error
+            .map(|e| e.message)
+            .unwrap_or_else(|| format!("no result: {:?}", out.results))),
+    }
+}
+
+#[tokio::test]
+async fn data_transform_reads_items_from_input_and_keeps_jq_raw() {
+    let out = output(
+        "data_transform",
+        json!({ "items": "{{ input.orders }}", "operations": [
+            { "filter": ".qty > 0" },
+            { "map": "{sku, total: (.qty * .price)}" },
+            { "sort": ".total", "descending": true }
+        ] }),
+        json!({ "orders": [
+            { "sku": "a", "qty": 1, "price": 5 },
+            { "sku": "b", "qty": 0, "price": 9 },
+            { "sku": "c", "qty": 3, "price": 4 }
+        ] }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        json!({ "count": 2, "items": [ { "sku": "c", "total": 12 }, { "sku": "a", "total": 5 } ] })
+    );
+    let e = output(
+        "data_transform",
+        json!({ "items": "{{ input.orders }}", "operations": [ { "sort": ".k" } ] }),
+        json!({ "orders": [ { "k": 1 }, { "k": "1" } ] }),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains("operations[0] (sort): sort keys of mixed types"),
+        "{e}"
+    );
+    let e = output(
+        "data_transform",
+        json!({ "items": "{{ input.orders }}", "operations": [] }),
+        json!({ "orders": 3 }),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains("`items` must be a list, but it is a number"),
+        "{e}"
+    );
+}
+
+#[test]
+fn data_transform_config_is_checked_at_validation() {
+    let catalog = orcheo_nodes::catalog();
+    let doc = json!({"format": "orcheo.workflow/1", "name": "v",
+        "nodes": [{"id": "t", "type": "data_transform",
+                   "config": {"items": [], "operations": [{"map": "."}, {"filter": ".a |"}]}}],
+        "edges": [{"source": "__start__", "target": "t"}]});
+    let problems = orcheo_core::validate::validate_value(&doc, &catalog).unwrap_err();
+    assert!(
+        problems.iter().any(|p| p
+            .message
+            .contains("operations[1] (filter): jq syntax error")),
+        "{problems:?}"
+    );
+}
