@@ -3,6 +3,7 @@
 
 mod core_nodes;
 mod data;
+mod data_text;
 pub mod docs;
 mod files;
 mod flow;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 pub use core_nodes::*;
 pub use data::*;
+pub use data_text::*;
 pub use files::*;
 pub use flow::*;
 pub use http::*;
@@ -28,6 +30,9 @@ pub fn catalog() -> Catalog {
         .register(Transform)
         .register(TemplateText)
         .register(DataTransform)
+        .register(Text)
+        .register(Json)
+        .register(Csv)
         .register(Debug)
         .register(Delay)
         .register(Fail)

@@ -101,3 +101,89 @@ fn data_transform_config_is_checked_at_validation() {
         "{problems:?}"
     );
 }
+
+#[tokio::test]
+async fn text_runs_through_the_engine_with_a_raw_pattern() {
+    let out = output(
+        "text",
+        json!({ "operation": "regex_replace", "text": "{{ input.s }}", "pattern": "x{2}", "replacement": "[$0]" }),
+        json!({ "s": "axxb" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, json!({ "result": "a[xx]b" }));
+    let catalog = orcheo_nodes::catalog();
+    let doc = json!({"format": "orcheo.workflow/1", "name": "v",
+        "nodes": [{"id": "t", "type": "text",
+                   "config": {"operation": "regex_extract", "text": "x", "pattern": "(unclosed"}}],
+        "edges": [{"source": "__start__", "target": "t"}]});
+    let problems = orcheo_core::validate::validate_value(&doc, &catalog).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.message.contains("invalid regex \"(unclosed\"")),
+        "{problems:?}"
+    );
+}
+
+#[tokio::test]
+async fn json_parse_and_stringify() {
+    let out = output(
+        "json",
+        json!({ "operation": "parse", "value": "{{ input.body }}" }),
+        json!({ "body": "{\"a\": [1, 2]}" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, json!({ "result": { "a": [1, 2] } }));
+    let e = output(
+        "json",
+        json!({ "operation": "parse", "value": "{{ input.body }}" }),
+        json!({ "body": "{\n  \"a\": 1,\n  oops\n}" }),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("invalid JSON at line 3, column 3"), "{e}");
+    let out = output(
+        "json",
+        json!({ "operation": "stringify", "value": "{{ input.v }}", "pretty": true }),
+        json!({ "v": { "a": 1 } }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, json!({ "result": "{\n  \"a\": 1\n}" }));
+}
+
+#[tokio::test]
+async fn csv_parse_and_serialize() {
+    let out = output(
+        "csv",
+        json!({ "operation": "parse", "value": "{{ input.csv }}", "typed": true, "delimiter": ";" }),
+        json!({ "csv": "sku;qty\nA-1;3\n" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        json!({ "result": [{ "sku": "A-1", "qty": 3 }], "count": 1 })
+    );
+    let out = output(
+        "csv",
+        json!({ "operation": "serialize", "value": "{{ input.rows }}" }),
+        json!({ "rows": [{ "a": "x,y", "b": 1 }] }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, json!({ "result": "a,b\n\"x,y\",1\n", "count": 1 }));
+    let e = output(
+        "csv",
+        json!({ "operation": "parse", "value": 3 }),
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains("`parse` needs text, but `value` is a number"),
+        "{e}"
+    );
+}

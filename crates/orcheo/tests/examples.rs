@@ -1275,27 +1275,28 @@ fn fan_in_inputs_arrive_in_document_order() {
 #[test]
 fn csv_sales_rollup_groups_and_ranks_regions() {
     let s = Scratch::new("rollup");
-    let lines = json!([
-        {"region": "EU", "qty": 2, "price": 10, "status": "paid"},
-        {"region": "US", "qty": 1, "price": 99.5, "status": "paid"},
-        {"region": "EU", "qty": 3, "price": 4, "status": "paid"},
-        {"region": "US", "qty": 5, "price": 99.5, "status": "refunded"},
-        {"region": "APAC", "qty": 0, "price": 7, "status": "paid"}
-    ]);
+    let csv = "region,qty,price,status\nEU,2,10,paid\nUS,1,99.5,paid\nEU,3,4,paid\nUS,5,99.5,refunded\nAPAC,0,7,paid\n";
     let r = run_example(
         "csv-sales-rollup.json",
-        Some(json!({ "lines": lines })),
+        Some(json!({ "csv": csv })),
         &s,
         &[],
     );
     r.expect_exit(0);
+    assert_eq!(r.completed("parse_lines")["output"]["count"], 5);
+    let regions = json!([
+        {"key": "US", "count": 1, "revenue": 99.5, "units": 1},
+        {"key": "EU", "count": 2, "revenue": 32, "units": 5}
+    ]);
+    let state = r.state();
+    assert_eq!(state["regions"], regions);
+    assert_eq!(state["ranking"], "US > EU");
     assert_eq!(
-        r.state()["regions"],
-        json!([
-            {"key": "US", "count": 1, "revenue": 99.5, "units": 1},
-            {"key": "EU", "count": 2, "revenue": 32, "units": 5}
-        ])
+        state["report_csv"],
+        "key,units,revenue\nUS,1,99.5\nEU,5,32\n"
     );
+    let copy: Value = serde_json::from_str(state["report_json"].as_str().unwrap()).unwrap();
+    assert_eq!(copy, regions);
 }
 
 #[test]
