@@ -2,6 +2,7 @@
 //! output, a category, a description and examples; [`catalog`] registers them all.
 
 mod core_nodes;
+mod crypto;
 mod data;
 mod data_text;
 pub mod docs;
@@ -14,6 +15,7 @@ use orcheo_core::node::Catalog;
 use std::sync::Arc;
 
 pub use core_nodes::*;
+pub use crypto::*;
 pub use data::*;
 pub use data_text::*;
 pub use files::*;
@@ -33,6 +35,7 @@ pub fn catalog() -> Catalog {
         .register(Text)
         .register(Json)
         .register(Csv)
+        .register(Crypto)
         .register(Debug)
         .register(Delay)
         .register(Fail)

@@ -187,3 +187,80 @@ async fn csv_parse_and_serialize() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn crypto_hash_hmac_uuid_random() {
+    let out = output(
+        "crypto",
+        json!({ "operation": "hash", "data": "{{ input.s }}", "algorithm": "md5" }),
+        json!({ "s": "abc" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, json!({ "result": "900150983cd24fb0d6963f7d28e17f72" }));
+    let out = output(
+        "crypto",
+        json!({ "operation": "hmac", "data": "what do ya want for nothing?", "key": "Jefe", "encoding": "base64" }),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        json!({ "result": "W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM=" })
+    );
+    let e = output(
+        "crypto",
+        json!({ "operation": "hmac", "data": "x" }),
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("hmac needs a key"), "{e}");
+    let a = output(
+        "crypto",
+        json!({ "operation": "uuid", "version": "v7" }),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let id = a["result"].as_str().unwrap();
+    assert_eq!(id.len(), 36);
+    assert_eq!(&id[14..15], "7");
+    let r = output(
+        "crypto",
+        json!({ "operation": "random", "bytes": 16 }),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["result"].as_str().unwrap().len(), 32);
+    let e = output(
+        "crypto",
+        json!({ "operation": "random", "bytes": 5000 }),
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("between 1 and 1024"), "{e}");
+}
+
+#[tokio::test]
+async fn crypto_hmac_key_credential_needs_a_vault() {
+    let engine = engine();
+    let doc: Workflow = serde_json::from_value(json!({
+        "format": "orcheo.workflow/1", "name": "t",
+        "nodes": [{ "id": "n", "type": "crypto", "config": { "operation": "hmac", "data": "x" },
+                    "credentials": { "key": "signing" } }],
+        "edges": [{ "source": "__start__", "target": "n" }]
+    }))
+    .expect("parses");
+    let wf = engine.compile(doc).unwrap_or_else(|p| panic!("{p:#?}"));
+    let out = engine
+        .start(&wf, json!({}), RunOptions::default())
+        .await
+        .expect("starts");
+    let e = out.error.expect("fails without a vault");
+    assert_eq!(e.kind, "credential");
+    assert!(e.message.contains("`signing`"), "{}", e.message);
+}

@@ -1297,6 +1297,11 @@ fn csv_sales_rollup_groups_and_ranks_regions() {
     );
     let copy: Value = serde_json::from_str(state["report_json"].as_str().unwrap()).unwrap();
     assert_eq!(copy, regions);
+    // sha256 of the CSV text above.
+    assert_eq!(
+        state["checksum"],
+        "a66ee5f241e1954de44e188e2e0514f1df892ff70cc9ba7bb3e9a35c88fae896"
+    );
 }
 
 #[test]
