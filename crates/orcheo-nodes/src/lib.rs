@@ -5,6 +5,7 @@ mod core_nodes;
 mod crypto;
 mod data;
 mod data_text;
+mod datetime;
 pub mod docs;
 mod files;
 mod flow;
@@ -18,6 +19,7 @@ pub use core_nodes::*;
 pub use crypto::*;
 pub use data::*;
 pub use data_text::*;
+pub use datetime::*;
 pub use files::*;
 pub use flow::*;
 pub use http::*;
@@ -35,6 +37,7 @@ pub fn catalog() -> Catalog {
         .register(Text)
         .register(Json)
         .register(Csv)
+        .register(DateTimeNode)
         .register(Crypto)
         .register(Debug)
         .register(Delay)

@@ -264,3 +264,34 @@ async fn crypto_hmac_key_credential_needs_a_vault() {
     assert_eq!(e.kind, "credential");
     assert!(e.message.contains("`signing`"), "{}", e.message);
 }
+
+#[tokio::test]
+async fn datetime_through_the_engine() {
+    let out = output(
+        "datetime",
+        json!({ "operation": "add", "value": "{{ input.at }}", "duration": "1h30m", "timezone": "Europe/Berlin" }),
+        json!({ "at": "2024-05-01T08:00:00Z" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        json!({ "iso": "2024-05-01T11:30:00+02:00", "epoch_ms": 1714555800000i64 })
+    );
+    let out = output(
+        "datetime",
+        json!({ "operation": "diff", "value": "{{ input.a }}", "end": "{{ input.b }}", "unit": "minutes" }),
+        json!({ "a": 0, "b": 90_000 }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, json!({ "diff": 1.5 }));
+    let e = output(
+        "datetime",
+        json!({ "operation": "parse", "value": "{{ input.at }}" }),
+        json!({ "at": "soon" }),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("cannot read \"soon\" as a time"), "{e}");
+}

@@ -1278,7 +1278,7 @@ fn csv_sales_rollup_groups_and_ranks_regions() {
     let csv = "region,qty,price,status\nEU,2,10,paid\nUS,1,99.5,paid\nEU,3,4,paid\nUS,5,99.5,refunded\nAPAC,0,7,paid\n";
     let r = run_example(
         "csv-sales-rollup.json",
-        Some(json!({ "csv": csv })),
+        Some(json!({ "csv": csv, "day": "2024-05-01" })),
         &s,
         &[],
     );
@@ -1291,6 +1291,7 @@ fn csv_sales_rollup_groups_and_ranks_regions() {
     let state = r.state();
     assert_eq!(state["regions"], regions);
     assert_eq!(state["ranking"], "US > EU");
+    assert_eq!(state["report_day"], "Wednesday 1 May 2024");
     assert_eq!(
         state["report_csv"],
         "key,units,revenue\nUS,1,99.5\nEU,5,32\n"
