@@ -2,6 +2,10 @@
 //! output, a category, a description and examples; [`catalog`] registers them all.
 
 mod core_nodes;
+mod crypto;
+mod data;
+mod data_text;
+mod datetime;
 pub mod docs;
 mod files;
 mod flow;
@@ -12,6 +16,10 @@ use orcheo_core::node::Catalog;
 use std::sync::Arc;
 
 pub use core_nodes::*;
+pub use crypto::*;
+pub use data::*;
+pub use data_text::*;
+pub use datetime::*;
 pub use files::*;
 pub use flow::*;
 pub use http::*;
@@ -25,6 +33,12 @@ pub fn catalog() -> Catalog {
         .register(Merge)
         .register(Transform)
         .register(TemplateText)
+        .register(DataTransform)
+        .register(Text)
+        .register(Json)
+        .register(Csv)
+        .register(DateTimeNode)
+        .register(Crypto)
         .register(Debug)
         .register(Delay)
         .register(Fail)

@@ -23,6 +23,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_orcheo");
 const COVERED: &[&str] = &[
     "approval-refund.json",
     "checkout-tax-inline.json",
+    "csv-sales-rollup.json",
     "enrich-lead.json",
     "exchange-rate-fetch.json",
     "expense-escalation.json",
@@ -354,7 +355,7 @@ fn every_example_is_covered() {
         "COVERED lists files that are not in examples/: {missing:?}"
     );
     assert!(
-        (12..=16).contains(&on_disk.len()),
+        (12..=18).contains(&on_disk.len()),
         "keep the examples a small set"
     );
 }
@@ -1269,6 +1270,39 @@ fn fan_in_inputs_arrive_in_document_order() {
         .keys()
         .collect();
     assert_eq!(keys, vec!["quote_dhl", "quote_ups", "quote_freight"]);
+}
+
+#[test]
+fn csv_sales_rollup_groups_and_ranks_regions() {
+    let s = Scratch::new("rollup");
+    let csv = "region,qty,price,status\nEU,2,10,paid\nUS,1,99.5,paid\nEU,3,4,paid\nUS,5,99.5,refunded\nAPAC,0,7,paid\n";
+    let r = run_example(
+        "csv-sales-rollup.json",
+        Some(json!({ "csv": csv, "day": "2024-05-01" })),
+        &s,
+        &[],
+    );
+    r.expect_exit(0);
+    assert_eq!(r.completed("parse_lines")["output"]["count"], 5);
+    let regions = json!([
+        {"key": "US", "count": 1, "revenue": 99.5, "units": 1},
+        {"key": "EU", "count": 2, "revenue": 32, "units": 5}
+    ]);
+    let state = r.state();
+    assert_eq!(state["regions"], regions);
+    assert_eq!(state["ranking"], "US > EU");
+    assert_eq!(state["report_day"], "Wednesday 1 May 2024");
+    assert_eq!(
+        state["report_csv"],
+        "key,units,revenue\nUS,1,99.5\nEU,5,32\n"
+    );
+    let copy: Value = serde_json::from_str(state["report_json"].as_str().unwrap()).unwrap();
+    assert_eq!(copy, regions);
+    // sha256 of the CSV text above.
+    assert_eq!(
+        state["checksum"],
+        "a66ee5f241e1954de44e188e2e0514f1df892ff70cc9ba7bb3e9a35c88fae896"
+    );
 }
 
 #[test]
