@@ -1,6 +1,7 @@
 //! The built-in node catalog. Each node declares a typed config (serde + JSON Schema), its
 //! output, a category, a description and examples; [`catalog`] registers them all.
 
+mod code_js;
 mod core_nodes;
 mod crypto;
 mod data;
@@ -15,6 +16,7 @@ pub mod net;
 use orcheo_core::node::Catalog;
 use std::sync::Arc;
 
+pub use code_js::*;
 pub use core_nodes::*;
 pub use crypto::*;
 pub use data::*;
@@ -47,6 +49,7 @@ pub fn catalog() -> Catalog {
         .register(HumanApproval)
         .register(SubWorkflow)
         .register(WriteFile)
+        .register(CodeJs)
         .register(HttpRequest::from_env());
     c
 }

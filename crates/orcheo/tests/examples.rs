@@ -27,6 +27,7 @@ const COVERED: &[&str] = &[
     "enrich-lead.json",
     "exchange-rate-fetch.json",
     "expense-escalation.json",
+    "js-order-score.json",
     "lead-enrichment-map.json",
     "nightly-sales-report.json",
     "order-ledger-file.json",
@@ -1561,6 +1562,74 @@ fn signup_gate_welcomes_a_good_signup() {
             "problems": [], "welcome": "Welcome aboard, Ada!",
             "email": "ada@example.com", "age": 36, "name": "Ada"
         })
+    );
+}
+
+#[test]
+fn js_order_score_routes_by_the_computed_score() {
+    let s = Scratch::new("js-score");
+    let risky = json!({ "order": {
+        "id": "A-1", "billing_country": "FR", "shipping_country": "BR",
+        "customer": { "orders": 0 },
+        "items": [{ "sku": "tv", "qty": 2, "price": 649.5 }, { "sku": "cable", "qty": 3, "price": 9.99 }]
+    }});
+    let r = run_example("js-order-score.json", Some(risky), &s, &[]);
+    r.expect_exit(0);
+    assert_eq!(r.nodes_run(), strs(&["score", "risky", "review"]));
+    let state = r.state();
+    assert_eq!(state["subtotal"], json!(1328.97));
+    assert_eq!(state["score"], json!(90));
+    assert_eq!(
+        state["reasons"],
+        json!(["large order", "ships abroad", "first order"])
+    );
+    assert_eq!(state["lane"], "review");
+    assert_eq!(r.completed("score")["output"]["items"], json!(5));
+    let logs: Vec<(&str, &str)> = r
+        .node_events("node_log", "score")
+        .iter()
+        .map(|e| {
+            (
+                e["level"].as_str().unwrap_or(""),
+                e["message"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        logs,
+        vec![
+            ("info", "order A-1: subtotal 1328.97, score 90"),
+            (
+                "warn",
+                "order A-1 needs review: large order, ships abroad, first order"
+            ),
+        ],
+        "{}",
+        r.dump()
+    );
+
+    let plain = json!({ "order": {
+        "id": "B-2", "billing_country": "DE", "shipping_country": "DE",
+        "customer": { "orders": 4 },
+        "items": [{ "sku": "book", "qty": 1, "price": 12 }]
+    }});
+    let r = run_example("js-order-score.json", Some(plain), &s, &[]);
+    r.expect_exit(0);
+    assert_eq!(r.nodes_run(), strs(&["score", "risky", "fulfil"]));
+    assert_eq!(r.state()["score"], json!(0));
+    assert_eq!(r.state()["lane"], "fulfil");
+
+    // A broken order fails with the line of the code that broke.
+    let broken = json!({ "order": { "id": "C-3", "customer": {} } });
+    let r = run_example("js-order-score.json", Some(broken), &s, &[]);
+    r.expect_exit(1);
+    let failed = r.only("run_failed");
+    assert_eq!(failed["node"], "score");
+    assert_eq!(failed["error"]["kind"], "code");
+    let message = failed["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.starts_with("code_js node `score`: TypeError: ") && message.ends_with("(line 2)"),
+        "{message}"
     );
 }
 
