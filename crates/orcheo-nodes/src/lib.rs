@@ -1,6 +1,7 @@
 //! The built-in node catalog. Each node declares a typed config (serde + JSON Schema), its
 //! output, a category, a description and examples; [`catalog`] registers them all.
 
+pub mod code_python;
 mod core_nodes;
 pub mod docs;
 mod files;
@@ -11,6 +12,7 @@ pub mod net;
 use orcheo_core::node::Catalog;
 use std::sync::Arc;
 
+pub use code_python::CodePython;
 pub use core_nodes::*;
 pub use files::*;
 pub use flow::*;
@@ -33,6 +35,7 @@ pub fn catalog() -> Catalog {
         .register(HumanApproval)
         .register(SubWorkflow)
         .register(WriteFile)
+        .register(CodePython)
         .register(HttpRequest::from_env());
     c
 }
