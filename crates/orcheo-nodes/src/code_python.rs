@@ -80,8 +80,9 @@ pub struct CodePython;
 #[serde(deny_unknown_fields)]
 pub struct CodePythonConfig {
     /// Python source run as a module body: it sees `state` (the run state), `input` (the run
-    /// input) and `inputs` (outputs of the nodes that activated this one, by node id) as
-    /// plain dicts, and sets `result = ...` (JSON-serialisable; `Decimal` becomes a string).
+    /// input), `inputs` (outputs of the nodes that activated this one, by node id), and in a
+    /// map `item` and `index`, as plain values, and sets `result = ...` (JSON-serialisable;
+    /// `Decimal` becomes a string). `return` is not available: assign `result`.
     pub code: String,
     /// Milliseconds before the run is killed (default 5000, at most 300000).
     #[serde(default = "five_seconds")]
@@ -786,7 +787,9 @@ impl Node for CodePython {
             .map(|(k, v)| (k.clone(), (**v).clone()))
             .collect();
         let input = ctx.scope.input.as_deref().cloned().unwrap_or(Value::Null);
-        let req = json!({ "code": c.code, "state": ctx.state(), "input": input, "inputs": inputs });
+        let item = ctx.scope.item.as_ref().map(|(_, v)| (**v).clone());
+        let req = json!({ "code": c.code, "state": ctx.state(), "input": input, "inputs": inputs,
+                          "item": item, "index": ctx.scope.index });
         let run = execute(&setup, req, c.timeout_ms, c.memory_mb);
         let ex = tokio::select! {
             r = run => r,

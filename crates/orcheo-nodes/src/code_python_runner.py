@@ -202,6 +202,8 @@ _g = {
     "state": _req["state"],
     "input": _req["input"],
     "inputs": _req["inputs"],
+    "item": _req.get("item"),
+    "index": _req.get("index"),
 }
 del _req
 if _audit:
