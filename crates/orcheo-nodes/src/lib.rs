@@ -2,6 +2,7 @@
 //! output, a category, a description and examples; [`catalog`] registers them all.
 
 mod code_js;
+pub mod code_python;
 mod core_nodes;
 mod crypto;
 mod data;
@@ -17,6 +18,7 @@ use orcheo_core::node::Catalog;
 use std::sync::Arc;
 
 pub use code_js::*;
+pub use code_python::CodePython;
 pub use core_nodes::*;
 pub use crypto::*;
 pub use data::*;
@@ -50,6 +52,7 @@ pub fn catalog() -> Catalog {
         .register(SubWorkflow)
         .register(WriteFile)
         .register(CodeJs)
+        .register(CodePython)
         .register(HttpRequest::from_env());
     c
 }

@@ -34,6 +34,7 @@ const COVERED: &[&str] = &[
     "order-routing.json",
     "paginated-sync-loop.json",
     "parallel-quotes-fanin.json",
+    "python-invoice-total.json",
     "retry-and-fallback.json",
     "signup-quality-gate.json",
     "support-ticket-triage.json",
@@ -1517,6 +1518,63 @@ fn checkout_runs_an_inline_sub_workflow() {
             "country": "DE",
             "items": items
         })
+    );
+}
+
+#[test]
+fn python_invoice_totals_are_exact() {
+    let s = Scratch::new("python-invoice");
+    let items = json!([
+        {"description": "Widget", "unit_price": "19.99", "qty": 3},
+        {"description": "Gadget", "unit_price": "0.10", "qty": 7},
+        {"description": "Service hour", "unit_price": "85.00", "qty": 1}
+    ]);
+    let r = run_example(
+        "python-invoice-total.json",
+        Some(json!({"invoice_id": "INV-7", "items": items})),
+        &s,
+        &[],
+    );
+    let refusal = r
+        .of_type("node_failed")
+        .into_iter()
+        .any(|e| e.to_string().contains("ORCHEO_PYTHON_UNSANDBOXED=1"));
+    if refusal {
+        // A machine that cannot isolate Python: the node must refuse, saying how to opt out.
+        r.expect_exit(1);
+        eprintln!("code_python refused on this machine (no isolation); accepted");
+        return;
+    }
+    r.expect_exit(0);
+    let totals = json!({
+        "lines": [
+            {"description": "Widget", "amount": "59.97"},
+            {"description": "Gadget", "amount": "0.70"},
+            {"description": "Service hour", "amount": "85.00"}
+        ],
+        "subtotal": "145.67",
+        "vat": "27.68",
+        "total": "173.35"
+    });
+    assert_eq!(r.state()["totals"], totals, "{}", r.dump());
+    assert_eq!(
+        r.state()["summary"],
+        "Invoice INV-7: 3 lines, subtotal 145.67, VAT 27.68, total 173.35"
+    );
+    let logs: Vec<&str> = r
+        .node_events("node_log", "totals")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert_eq!(
+        logs,
+        [
+            "3 x Widget: 59.97",
+            "7 x Gadget: 0.70",
+            "1 x Service hour: 85.00"
+        ],
+        "{}",
+        r.dump()
     );
 }
 
