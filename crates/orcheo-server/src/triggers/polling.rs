@@ -662,26 +662,19 @@ async fn read_capped(res: reqwest::Response, max: usize) -> Result<Vec<u8>, Stri
     Ok(body)
 }
 
-/// Hides the trigger's secret in a message (the source may echo what it was sent): the raw
-/// value, its URL encoding and, for basic auth, the encoded `user:secret` pair.
+/// Hides the trigger's secret in a message (the source may echo what it was sent) with the
+/// vault's masker: the raw value and its encodings, and for basic auth the `user:secret` pair.
 fn mask_secret(text: String, secret: Option<&str>, auth: Option<&PollAuth>) -> String {
-    use base64::Engine as _;
     let Some(s) = secret.filter(|s| !s.is_empty()) else {
         return text;
     };
-    let mut forms = vec![
-        s.to_string(),
-        reqwest::Url::parse_with_params("x:", [("", s)])
-            .map(|u| u.query().unwrap_or("").trim_start_matches('=').to_string())
-            .unwrap_or_default(),
-    ];
+    let mut secrets = vec![s.to_string()];
     if let Some(PollAuth::Basic { username }) = auth {
-        forms.push(base64::engine::general_purpose::STANDARD.encode(format!("{username}:{s}")));
+        secrets.push(format!("{username}:{s}"));
     }
-    forms
-        .into_iter()
-        .filter(|f| !f.is_empty())
-        .fold(text, |t, f| t.replace(&f, "***"))
+    orcheo_vault::Masker::new(secrets)
+        .mask_str(&text)
+        .into_owned()
 }
 
 /// An item's key: the `key` program's output as text, or a hash of the item.
